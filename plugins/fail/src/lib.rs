@@ -1,0 +1,96 @@
+//! `fail`: misbehaves on purpose, as configured. A test fixture and a way to
+//! see how hookflow contains a bad step.
+//!
+//! `config.mode`:
+//! - `"error"` (default): a permanent error with `config.message`;
+//! - `"retryable"`: a retryable error with `config.message`;
+//! - `"trap"`: a WebAssembly trap (Rust panic);
+//! - `"loop"`: spins forever, until the step's timeout stops it;
+//! - `"alloc"`: allocates without bound, until the memory limit stops it;
+//! - `"flood"`: writes `config.bytes` bytes to stdout, then succeeds.
+//!
+//! With `config.until_attempt = N` the step succeeds from attempt N on, which
+//! shows retries at work.
+
+wit_bindgen::generate!({ path: "../../wit", world: "step" });
+
+use serde_json::Value;
+use std::io::Write;
+
+struct Fail;
+
+impl Guest for Fail {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: "fail".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            description: "Fails as configured: error, retryable, trap, loop, alloc or flood."
+                .into(),
+            config_schema: None,
+        }
+    }
+
+    fn run(input: StepInput) -> Result<StepOutput, StepError> {
+        let config: Value = serde_json::from_str(&input.config)
+            .map_err(|e| StepError::Permanent(format!("fail: config is not JSON: {e}")))?;
+        let until = config.get("until_attempt").and_then(Value::as_u64);
+        if until.is_some_and(|n| u64::from(input.attempt) >= n) {
+            return Ok(ok(input.previous));
+        }
+        let message = config
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("failing as configured")
+            .to_string();
+        match config
+            .get("mode")
+            .and_then(Value::as_str)
+            .unwrap_or("error")
+        {
+            "error" => Err(StepError::Permanent(message)),
+            "retryable" => Err(StepError::Retryable(message)),
+            "trap" => panic!("{message}"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "flood" => {
+                let bytes = config
+                    .get("bytes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1 << 20);
+                let line = [b'x'; 1024];
+                let mut out = std::io::stdout();
+                let mut written = 0;
+                while written < bytes {
+                    let _ = out.write_all(&line);
+                    written += line.len() as u64;
+                }
+                let _ = out.flush();
+                Ok(ok(input.previous))
+            }
+            other => Err(StepError::Permanent(format!(
+                "fail: unknown mode `{other}`"
+            ))),
+        }
+    }
+}
+
+fn ok(output: String) -> StepOutput {
+    StepOutput {
+        output,
+        halt: false,
+        response: None,
+    }
+}
+
+export!(Fail);

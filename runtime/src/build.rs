@@ -1,0 +1,136 @@
+//! `hookflow build DIR`: compiles every plugin crate that the manifests in
+//! DIR name as `source`, into the `.wasm` file the step loads.
+//!
+//! Uses the machine's cargo and rustup; adds the `wasm32-wasip2` target when
+//! it is missing. Each output is written to a temporary file and renamed, so
+//! a watcher never sees half a plugin.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use crate::config::{self, BuildTarget, Diagnostic};
+
+pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Manifests(Vec<Diagnostic>),
+    #[error("cannot add the {WASM_TARGET} target: {0}")]
+    Target(String),
+    #[error("building {crate_dir} failed: {reason}")]
+    Cargo { crate_dir: String, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// Builds every plugin source named in `dir`; returns the files written.
+pub fn build_dir(dir: &Path, progress: &mut impl Write) -> Result<Vec<PathBuf>, BuildError> {
+    let targets = config::build_targets(dir).map_err(BuildError::Manifests)?;
+    if targets.is_empty() {
+        let _ = writeln!(progress, "no plugin sources named in {}", dir.display());
+        return Ok(Vec::new());
+    }
+    ensure_target(progress)?;
+    let mut written = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let _ = writeln!(
+            progress,
+            "[{}/{}] building {} -> {}",
+            i + 1,
+            targets.len(),
+            target.source.display(),
+            target.output.display()
+        );
+        build_one(target)?;
+        written.push(target.output.clone());
+    }
+    let _ = writeln!(progress, "built {} plugin(s)", written.len());
+    Ok(written)
+}
+
+/// Adds the wasm target through rustup unless it is already installed.
+pub fn ensure_target(progress: &mut impl Write) -> Result<(), BuildError> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| BuildError::Target(format!("rustup is needed to add the target: {e}")))?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    let _ = writeln!(
+        progress,
+        "adding the {WASM_TARGET} target (rustup target add)"
+    );
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status()
+        .map_err(|e| BuildError::Target(e.to_string()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Target(format!("rustup exited with {status}")))
+    }
+}
+
+#[derive(Deserialize)]
+struct CargoMessage {
+    reason: String,
+    #[serde(default)]
+    filenames: Vec<PathBuf>,
+    #[serde(default)]
+    manifest_path: Option<PathBuf>,
+}
+
+fn build_one(target: &BuildTarget) -> Result<(), BuildError> {
+    let crate_dir = target.source.display().to_string();
+    let fail = |reason: String| BuildError::Cargo {
+        crate_dir: crate_dir.clone(),
+        reason,
+    };
+    let manifest = target.source.join("Cargo.toml");
+    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .args([
+            "--message-format",
+            "json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| fail(format!("cannot run cargo: {e}")))?;
+    if !output.status.success() {
+        return Err(fail(format!("cargo exited with {}", output.status)));
+    }
+    let manifest = manifest.canonicalize().unwrap_or(manifest);
+    let wasm = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<CargoMessage>(l).ok())
+        .filter(|m| m.reason == "compiler-artifact")
+        .filter(|m| m.manifest_path.as_deref() == Some(manifest.as_path()))
+        .flat_map(|m| m.filenames)
+        .find(|f| f.extension().is_some_and(|x| x == "wasm"))
+        .ok_or_else(|| fail("cargo produced no .wasm: is the crate a `cdylib`?".into()))?;
+    install(&wasm, &target.output)
+}
+
+/// Copies `from` to `to` through a temporary file and a rename.
+fn install(from: &Path, to: &Path) -> Result<(), BuildError> {
+    let fail = |e: std::io::Error| BuildError::Write {
+        path: to.display().to_string(),
+        reason: e.to_string(),
+    };
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let tmp = to.with_extension("wasm.partial");
+    std::fs::copy(from, &tmp).map_err(fail)?;
+    std::fs::rename(&tmp, to).map_err(fail)
+}

@@ -1,0 +1,53 @@
+//! The command line (SPEC §3).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Webhooks in, sandboxed WebAssembly workflows out.
+#[derive(Debug, Parser)]
+#[command(name = "hookflow", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the workflows in a directory.
+    Serve(ServeArgs),
+    /// Build every plugin crate the manifests in DIR name as `source`.
+    Build {
+        /// The workflow directory.
+        dir: PathBuf,
+    },
+    /// Load and validate everything in DIR without serving; exit 1 on any
+    /// problem.
+    Check {
+        /// The workflow directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The workflow directory: one `*.toml` manifest per workflow.
+    #[arg(long, env = "HOOKFLOW_DIR", default_value = "./workflows")]
+    pub dir: PathBuf,
+    /// The database file (created if missing).
+    #[arg(long, env = "HOOKFLOW_DB", default_value = "./hookflow.redb")]
+    pub db: PathBuf,
+    /// The address to listen on; port 0 picks a free port.
+    #[arg(long, env = "HOOKFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Bearer token for /api/v1 (the API answers 401 without one).
+    #[arg(long, env = "HOOKFLOW_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Build plugin sources first (as `hookflow build DIR`).
+    #[arg(long)]
+    pub build: bool,
+    /// Seconds shutdown waits for running executions; the rest resume on
+    /// the next start.
+    #[arg(long, env = "HOOKFLOW_DRAIN_SECS", default_value_t = 10)]
+    pub drain_secs: u64,
+}

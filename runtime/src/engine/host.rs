@@ -1,0 +1,226 @@
+//! Per-call host state: WASI context, resource limits, deadline and the
+//! step's captured logs. One `Host` lives in one `Store` for one call.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{Level, hookflow::plugin::log};
+use crate::execution::LogLine;
+
+/// Log lines of one call, bounded in total bytes. Lines past the cap are
+/// dropped and counted, so a chatty plugin cannot grow the host's memory or
+/// the store.
+#[derive(Debug, Default)]
+pub struct Logs {
+    cap: usize,
+    used: usize,
+    pub lines: Vec<LogLine>,
+    pub dropped_bytes: usize,
+}
+
+impl Logs {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            ..Self::default()
+        }
+    }
+
+    pub fn push(&mut self, stream: &str, message: &str) {
+        let room = self.cap - self.used;
+        if room == 0 {
+            self.dropped_bytes += message.len();
+            return;
+        }
+        let kept = floor_char_boundary(message, room);
+        self.used += kept.len();
+        self.dropped_bytes += message.len() - kept.len();
+        self.lines.push(LogLine {
+            stream: stream.to_string(),
+            message: kept.to_string(),
+        });
+    }
+}
+
+fn floor_char_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// A guest's stdout or stderr: keeps the first `cap` bytes, then discards
+/// (never traps the guest for writing too much).
+#[derive(Clone)]
+pub struct CapturePipe {
+    inner: Arc<Mutex<Captured>>,
+}
+
+#[derive(Default)]
+struct Captured {
+    cap: usize,
+    bytes: Vec<u8>,
+    dropped: usize,
+}
+
+impl CapturePipe {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Captured {
+                cap,
+                ..Captured::default()
+            })),
+        }
+    }
+
+    /// The captured bytes and how many were dropped past the cap.
+    pub fn take(&self) -> (Vec<u8>, usize) {
+        let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        (std::mem::take(&mut c.bytes), c.dropped)
+    }
+}
+
+impl IsTerminal for CapturePipe {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturePipe {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for CapturePipe {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = c.cap.saturating_sub(c.bytes.len());
+        let kept = buf.len().min(room);
+        c.bytes.extend_from_slice(&buf[..kept]);
+        c.dropped += buf.len() - kept;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Memory and table limits for one instance. Exceeding them traps (rather
+/// than `memory.grow` quietly returning -1) and is remembered, so the step's
+/// error can say which limit it hit.
+pub struct Limiter {
+    pub memory_cap: usize,
+    pub peak_memory: usize,
+    pub memory_exceeded: bool,
+}
+
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_exceeded = true;
+            wasmtime::bail!(
+                "memory limit exceeded: the step asked for {desired} bytes, the limit is {}",
+                self.memory_cap
+            );
+        }
+        self.peak_memory = self.peak_memory.max(desired).max(current);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            wasmtime::bail!("table limit exceeded: {desired} elements asked for");
+        }
+        Ok(true)
+    }
+}
+
+/// Everything a `Store` holds for one step call.
+pub struct Host {
+    pub wasi: WasiCtx,
+    pub table: ResourceTable,
+    pub limiter: Limiter,
+    pub logs: Logs,
+    pub deadline: Instant,
+    pub timed_out: bool,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl log::Host for Host {
+    fn log(&mut self, level: Level, message: String) {
+        let stream = match level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        };
+        self.logs.push(stream, &message);
+    }
+}
+
+impl super::bindings::hookflow::plugin::types::Host for Host {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_stop_at_the_cap_and_count_the_rest() {
+        let mut logs = Logs::new(10);
+        logs.push("info", "12345678");
+        logs.push("info", "abcdef");
+        logs.push("info", "zzz");
+        assert_eq!(logs.lines.len(), 2);
+        assert_eq!(logs.lines[1].message, "ab");
+        assert_eq!(logs.dropped_bytes, 4 + 3);
+    }
+
+    #[test]
+    fn truncation_keeps_utf8_whole() {
+        let mut logs = Logs::new(2);
+        logs.push("info", "é1");
+        assert_eq!(logs.lines[0].message, "é");
+    }
+}

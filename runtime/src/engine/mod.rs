@@ -1,0 +1,445 @@
+//! The wasm engine: one `wasmtime::Engine` with a fixed policy, plugins
+//! compiled once and pre-instantiated, and a fresh `Store` for every step
+//! call.
+//!
+//! Policy, in one place: Cranelift only; the pooling instance allocator; an
+//! epoch ticker thread shared by every call, driving deadlines; a memory cap
+//! per instance that traps when exceeded; WASI with no filesystem preopens,
+//! no environment and no sockets; stdout and stderr captured into the step's
+//! logs, capped. wasmtime types stay inside this module: the rest of the
+//! crate sees [`Engine`], [`Plugin`], [`StepCall`] and [`StepRun`].
+
+mod bindings;
+mod host;
+mod wasi;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use crate::execution::{ErrorKind, Event, LogLine, ShapedResponse, StepError};
+use bindings::{Step, StepPre};
+use host::{CapturePipe, Host, Limiter, Logs};
+
+/// Engine-wide limits, fixed at start.
+#[derive(Debug, Clone)]
+pub struct EnginePolicy {
+    /// Step instances alive at once; calls beyond it wait for a slot.
+    pub max_instances: u32,
+    /// The largest linear memory any plugin may have (the per-workflow
+    /// `limits.memory` must be at most this).
+    pub max_memory: usize,
+    /// Epoch tick: the granularity of step deadlines.
+    pub tick: Duration,
+    /// Bytes of logs (log import + stdout + stderr) kept per attempt.
+    pub log_cap: usize,
+    /// Bytes of output a step may return.
+    pub max_output: usize,
+}
+
+impl Default for EnginePolicy {
+    fn default() -> Self {
+        Self {
+            max_instances: 100,
+            max_memory: 1 << 30,
+            tick: Duration::from_millis(10),
+            log_cap: 64 * 1024,
+            max_output: 4 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("could not configure the wasm engine: {0}")]
+    Setup(String),
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error(
+        "the component does not fit hookflow's `step` world (wit/plugin.wit) or asks for a capability hookflow does not grant: {0}"
+    )]
+    Link(String),
+    #[error("the plugin failed when asked to describe itself: {0}")]
+    Describe(String),
+}
+
+/// Stops the epoch ticker thread when the engine is dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The shared wasm engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<Host>,
+    slots: Semaphore,
+    policy: EnginePolicy,
+    _ticker: Ticker,
+}
+
+/// What a plugin says about itself (its `describe` export).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub config_schema: Option<String>,
+}
+
+/// A compiled, pre-linked plugin, ready to instantiate.
+pub struct Plugin {
+    pre: StepPre<Host>,
+    /// SHA-256 of the wasm bytes, hex.
+    pub digest: String,
+    pub info: PluginInfo,
+}
+
+/// Limits for one step call.
+#[derive(Debug, Clone, Copy)]
+pub struct StepLimits {
+    pub timeout: Duration,
+    pub memory: usize,
+}
+
+/// The input of one step call.
+pub struct StepCall<'a> {
+    pub execution_id: String,
+    pub workflow: &'a str,
+    pub step_id: &'a str,
+    pub event: &'a Event,
+    pub previous: &'a str,
+    pub config: &'a str,
+    pub attempt: u32,
+    pub idempotency_key: String,
+}
+
+/// A step's successful result.
+#[derive(Debug, Clone)]
+pub struct StepSuccess {
+    pub output: Value,
+    pub halt: bool,
+    pub response: Option<ShapedResponse>,
+}
+
+/// What came of one step call.
+#[derive(Debug)]
+pub struct StepRun {
+    pub result: Result<StepSuccess, StepError>,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped_bytes: u64,
+    pub wall_time: Duration,
+    pub peak_memory: usize,
+}
+
+/// Extra time past a step's deadline before the host stops waiting for it,
+/// for the rare case where the guest is inside a host call when the
+/// deadline passes.
+const HOST_GRACE: Duration = Duration::from_millis(500);
+
+impl Engine {
+    pub fn new(policy: EnginePolicy) -> Result<Arc<Self>, EngineError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(policy.max_instances)
+            .total_core_instances(policy.max_instances * 16)
+            .total_memories(policy.max_instances * 2)
+            .total_tables(policy.max_instances * 8)
+            .total_stacks(policy.max_instances)
+            .max_memory_size(policy.max_memory);
+
+        let mut config = Config::new();
+        config
+            .strategy(Strategy::Cranelift)
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let wasmtime =
+            wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
+
+        let mut linker = Linker::new(&wasmtime);
+        wasi::add_to_linker(&mut linker).map_err(|e| EngineError::Setup(e.to_string()))?;
+        Step::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
+            .map_err(|e| EngineError::Setup(e.to_string()))?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let engine = wasmtime.weak();
+            let stop = stop.clone();
+            let tick = policy.tick;
+            std::thread::Builder::new()
+                .name("hookflow-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        match engine.upgrade() {
+                            Some(e) => e.increment_epoch(),
+                            None => break,
+                        }
+                    }
+                })
+                .map_err(|e| EngineError::Setup(e.to_string()))?
+        };
+
+        Ok(Arc::new(Self {
+            wasmtime,
+            linker,
+            slots: Semaphore::new(policy.max_instances as usize),
+            policy,
+            _ticker: Ticker {
+                stop,
+                thread: Some(thread),
+            },
+        }))
+    }
+
+    pub fn policy(&self) -> &EnginePolicy {
+        &self.policy
+    }
+
+    /// Compiles and links a plugin, then asks it to describe itself. Runs
+    /// the compiler on a blocking thread: never on the request path.
+    pub async fn load(self: &Arc<Self>, wasm: Vec<u8>) -> Result<Plugin, EngineError> {
+        let digest = hex::encode(Sha256::digest(&wasm));
+        let engine = self.clone();
+        let component = tokio::task::spawn_blocking(move || {
+            Component::new(&engine.wasmtime, &wasm).map_err(|e| {
+                let text = e.to_string();
+                // WAT errors span several lines; the first says what is wrong.
+                EngineError::Compile(text.lines().next().unwrap_or_default().to_string())
+            })
+        })
+        .await
+        .map_err(|e| EngineError::Compile(e.to_string()))??;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| EngineError::Link(format!("{e:#}")))?;
+        let pre = StepPre::new(pre).map_err(|e| EngineError::Link(format!("{e:#}")))?;
+
+        let limits = StepLimits {
+            timeout: Duration::from_secs(5),
+            memory: self.policy.max_memory.min(256 << 20),
+        };
+        let (mut store, _, _) = self.store(limits);
+        let info = async {
+            let step = pre.instantiate_async(&mut store).await?;
+            step.call_describe(&mut store).await
+        }
+        .await
+        .map_err(|e| EngineError::Describe(format!("{e:#}")))?;
+        Ok(Plugin {
+            pre,
+            digest,
+            info: PluginInfo {
+                name: info.name,
+                version: info.version,
+                description: info.description,
+                config_schema: info.config_schema,
+            },
+        })
+    }
+
+    /// A fresh store with its own WASI context, limits and deadline.
+    fn store(&self, limits: StepLimits) -> (Store<Host>, CapturePipe, CapturePipe) {
+        let stdout = CapturePipe::new(self.policy.log_cap);
+        let stderr = CapturePipe::new(self.policy.log_cap);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let host = Host {
+            wasi,
+            table: wasmtime::component::ResourceTable::new(),
+            limiter: Limiter {
+                memory_cap: limits.memory,
+                peak_memory: 0,
+                memory_exceeded: false,
+            },
+            logs: Logs::new(self.policy.log_cap),
+            deadline: Instant::now() + limits.timeout,
+            timed_out: false,
+        };
+        let mut store = Store::new(&self.wasmtime, host);
+        store.limiter(|h| &mut h.limiter);
+        // The deadline is armed before instantiation: start functions count.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                ctx.data_mut().timed_out = true;
+                wasmtime::bail!("the step ran past its timeout");
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        (store, stdout, stderr)
+    }
+
+    /// Runs one attempt of a step in a fresh instance.
+    pub async fn run(&self, plugin: &Plugin, call: StepCall<'_>, limits: StepLimits) -> StepRun {
+        // Invariant: the semaphore is never closed.
+        let _slot = self.slots.acquire().await;
+        let started = Instant::now();
+        let (mut store, stdout, stderr) = self.store(limits);
+        let input = to_wit(&call);
+        let outcome = tokio::time::timeout(limits.timeout + HOST_GRACE, async {
+            let step = plugin.pre.instantiate_async(&mut store).await?;
+            step.call_run(&mut store, &input).await
+        })
+        .await;
+        let wall_time = started.elapsed();
+
+        let host = store.data_mut();
+        let mut logs = std::mem::take(&mut host.logs);
+        drain_pipe(&mut logs, "stdout", &stdout);
+        let stderr_tail = drain_pipe(&mut logs, "stderr", &stderr);
+        let limiter = &host.limiter;
+        let timeout = || {
+            Err(step_error(
+                ErrorKind::Timeout,
+                format!("the step ran past its timeout of {:?}", limits.timeout),
+            ))
+        };
+        let result = match outcome {
+            // The host stopped waiting: the guest is stuck in a host call.
+            Err(_elapsed) => timeout(),
+            Ok(Ok(Ok(out))) => self.accept_output(out),
+            Ok(Ok(Err(e))) => Err(match e {
+                bindings::StepError::Retryable(m) => step_error(ErrorKind::Retryable, m),
+                bindings::StepError::Permanent(m) => step_error(ErrorKind::Permanent, m),
+            }),
+            Ok(Err(_)) if host.timed_out => timeout(),
+            Ok(Err(_)) if limiter.memory_exceeded => Err(step_error(
+                ErrorKind::Memory,
+                format!(
+                    "the step went past its memory limit of {} bytes",
+                    limiter.memory_cap
+                ),
+            )),
+            Ok(Err(trap)) => Err(step_error(
+                ErrorKind::Trap,
+                trap_message(&trap, stderr_tail),
+            )),
+        };
+        StepRun {
+            result,
+            logs: logs.lines,
+            logs_dropped_bytes: logs.dropped_bytes as u64,
+            wall_time,
+            peak_memory: limiter.peak_memory,
+        }
+    }
+
+    fn accept_output(&self, out: bindings::StepOutput) -> Result<StepSuccess, StepError> {
+        if out.output.len() > self.policy.max_output {
+            return Err(step_error(
+                ErrorKind::Permanent,
+                format!(
+                    "the step returned {} bytes of output; the limit is {}",
+                    out.output.len(),
+                    self.policy.max_output
+                ),
+            ));
+        }
+        let output = serde_json::from_str(&out.output).map_err(|e| {
+            step_error(
+                ErrorKind::Permanent,
+                format!("the step's output is not valid JSON: {e}"),
+            )
+        })?;
+        Ok(StepSuccess {
+            output,
+            halt: out.halt,
+            response: out.response.map(|r| ShapedResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+        })
+    }
+}
+
+fn step_error(kind: ErrorKind, message: String) -> StepError {
+    StepError { kind, message }
+}
+
+/// Moves captured output into the logs, one entry per line. Returns what
+/// best explains a trap: a Rust panic's message, else the last line.
+fn drain_pipe(logs: &mut Logs, stream: &str, pipe: &CapturePipe) -> Option<String> {
+    let (bytes, dropped) = pipe.take();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    for line in &lines {
+        logs.push(stream, line);
+    }
+    logs.dropped_bytes += dropped;
+    if let Some(at) = lines.iter().rposition(|l| l.contains("panicked at")) {
+        let message: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("note:"))
+            .copied()
+            .collect();
+        if !message.is_empty() {
+            return Some(format!("panicked: {}", message.join(" ")));
+        }
+    }
+    lines.last().map(|l| l.to_string())
+}
+
+fn trap_message(err: &wasmtime::Error, stderr_tail: Option<String>) -> String {
+    let what = match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("the step trapped: {trap}"),
+        None => format!("the step failed: {}", err.root_cause()),
+    };
+    match stderr_tail {
+        Some(line) => format!("{what} ({line})"),
+        None => what,
+    }
+}
+
+fn to_wit(call: &StepCall<'_>) -> bindings::StepInput {
+    let event = call.event;
+    let request = &event.request;
+    bindings::StepInput {
+        execution_id: call.execution_id.clone(),
+        workflow: call.workflow.to_string(),
+        step_id: call.step_id.to_string(),
+        event: bindings::Event {
+            payload: event.payload_text().to_string(),
+            body: event.body.to_vec(),
+            content_type: event.content_type.clone(),
+            request: bindings::RequestMeta {
+                method: request.method.clone(),
+                path: request.path.clone(),
+                query: request.query.clone(),
+                headers: request.headers.clone(),
+                remote_addr: request.remote_addr.clone(),
+                received_at_ms: request.received_at_ms,
+            },
+        },
+        previous: call.previous.to_string(),
+        config: call.config.to_string(),
+        attempt: call.attempt,
+        idempotency_key: call.idempotency_key.clone(),
+    }
+}

@@ -1,0 +1,265 @@
+//! The execution record: one event through one workflow, as stored in the
+//! database and shown by the API. These are plain data types shared by
+//! ingress, runner, store and api; none of them knows about HTTP, wasm or
+//! redb.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The HTTP request that delivered an event, credentials removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, String)>,
+    pub remote_addr: String,
+    pub received_at_ms: u64,
+}
+
+/// An accepted event: the raw body and what came with it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub request: RequestMeta,
+    pub content_type: Option<String>,
+    /// The body exactly as received.
+    pub body: Bytes,
+    /// The body is a JSON document (already validated at ingress).
+    pub is_json: bool,
+}
+
+impl Event {
+    /// The payload as JSON text: the body itself when it is JSON, else `null`.
+    pub fn payload_text(&self) -> &str {
+        if self.is_json {
+            // Invariant: `is_json` is only set after serde_json accepted the
+            // body, and serde_json rejects invalid UTF-8.
+            std::str::from_utf8(&self.body).unwrap_or("null")
+        } else {
+            "null"
+        }
+    }
+
+    pub fn payload(&self) -> Value {
+        serde_json::from_str(self.payload_text()).unwrap_or(Value::Null)
+    }
+}
+
+/// Where an execution is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl Status {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Status::Queued | Status::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
+            format!(
+                "unknown status `{s}`: use queued, running, succeeded, failed, timed_out or cancelled"
+            )
+        })
+    }
+}
+
+/// One line of a step's logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// `stdout`, `stderr`, or the level the plugin gave the `log` import.
+    pub stream: String,
+    pub message: String,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The plugin returned a retryable error.
+    Retryable,
+    /// The plugin returned a permanent error, or its output was invalid.
+    Permanent,
+    /// The plugin trapped (a panic, a bug, a limit).
+    Trap,
+    /// The plugin went past its memory limit.
+    Memory,
+    /// The step went past its timeout.
+    Timeout,
+}
+
+impl ErrorKind {
+    /// Retryable errors, traps and timeouts are worth another attempt.
+    pub fn is_retryable(self) -> bool {
+        !matches!(self, ErrorKind::Permanent)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// An HTTP answer chosen by a step for a synchronous webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShapedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// One try at running a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub number: u32,
+    pub started_at_ms: u64,
+    pub wall_time_us: u64,
+    pub peak_memory_bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    pub logs: Vec<LogLine>,
+    /// Log bytes dropped past the per-attempt cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub logs_dropped_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Succeeded,
+    Failed,
+    TimedOut,
+    /// Not run because an earlier step halted the workflow.
+    Skipped,
+}
+
+/// A step of an execution, with every attempt made at it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub id: String,
+    /// The plugin file, relative to the workflow directory.
+    pub plugin: String,
+    /// SHA-256 of the plugin's wasm, hex.
+    pub plugin_digest: String,
+    pub status: StepStatus,
+    pub attempts: Vec<Attempt>,
+}
+
+impl StepRecord {
+    /// The output of the successful attempt, if any.
+    pub fn output(&self) -> Option<&Value> {
+        self.attempts.last().and_then(|a| a.output.as_ref())
+    }
+}
+
+/// One event through one workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    /// A UUID v7: ids sort by creation time.
+    pub id: Uuid,
+    pub workflow: String,
+    pub status: Status,
+    /// What started it: `webhook`.
+    pub trigger: String,
+    pub created_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<u64>,
+    pub request: RequestMeta,
+    pub content_type: Option<String>,
+    pub body_len: u64,
+    pub body_is_json: bool,
+    pub steps: Vec<StepRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<ShapedResponse>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Execution {
+    /// The index of the first step not yet done: where a resumed execution
+    /// picks up.
+    pub fn first_unfinished_step(&self) -> usize {
+        self.steps
+            .iter()
+            .position(|s| s.status != StepStatus::Succeeded)
+            .unwrap_or(self.steps.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_parses_from_its_wire_name() {
+        assert_eq!("timed_out".parse::<Status>(), Ok(Status::TimedOut));
+        assert!("done".parse::<Status>().unwrap_err().contains("succeeded"));
+        assert_eq!(Status::TimedOut.as_str(), "timed_out");
+    }
+
+    #[test]
+    fn payload_of_a_non_json_body_is_null() {
+        let event = Event {
+            request: RequestMeta {
+                method: "POST".into(),
+                path: "/hooks/x".into(),
+                query: String::new(),
+                headers: vec![],
+                remote_addr: "127.0.0.1:1".into(),
+                received_at_ms: 0,
+            },
+            content_type: Some("text/plain".into()),
+            body: Bytes::from_static(b"{\"a\":1}"),
+            is_json: false,
+        };
+        assert_eq!(event.payload_text(), "null");
+        let json = Event {
+            is_json: true,
+            ..event
+        };
+        assert_eq!(json.payload()["a"], 1);
+    }
+}

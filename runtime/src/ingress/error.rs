@@ -1,0 +1,100 @@
+//! Every error an HTTP caller can get, and how it is answered: a status
+//! code and a JSON body `{code, title, message}`. 5xx bodies never carry
+//! internals; those go to the log.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("this endpoint accepts {}", allow.join(", "))]
+    MethodNotAllowed { allow: Vec<&'static str> },
+    #[error("{message}")]
+    Unauthorized {
+        message: String,
+        /// Ask for a bearer token (`WWW-Authenticate: Bearer`).
+        bearer: bool,
+    },
+    #[error("workflow `{0}` is disabled; enable it to accept events")]
+    Inactive(String),
+    #[error("the body is larger than this endpoint's limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("the workflow failed: {message}")]
+    WorkflowFailed { execution_id: Uuid, message: String },
+}
+
+impl HttpError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            HttpError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            HttpError::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
+            HttpError::Unauthorized { .. } => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
+            }
+            HttpError::Inactive(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "workflow-inactive",
+                "Workflow inactive",
+            ),
+            HttpError::TooLarge { .. } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+            ),
+            HttpError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid-json", "Invalid JSON"),
+            HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            HttpError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+            ),
+            HttpError::WorkflowFailed { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "workflow-failed",
+                "Workflow failed",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        let mut body = json!({ "code": code, "title": title, "message": self.to_string() });
+        if let HttpError::WorkflowFailed { execution_id, .. } = &self {
+            body["execution_id"] = json!(execution_id);
+        }
+        let mut response = (status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            HttpError::MethodNotAllowed { allow } => {
+                if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+                    headers.insert(header::ALLOW, v);
+                }
+            }
+            HttpError::Unauthorized { bearer: true, .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            HttpError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

@@ -1,0 +1,258 @@
+//! Webhook ingress: `/hooks/{path...}` (SPEC §5.1).
+//!
+//! In order: route by manifest path (404), method (405), credentials (401),
+//! enabled (422), body size while streaming (413), JSON (400); then the
+//! event and its `queued` execution commit durably, and only then does the
+//! sender get its answer: 202 at once (async), or the result (sync).
+
+pub mod auth;
+pub mod error;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use crate::config::{Method, Mode};
+use crate::execution::{Event, Execution, RequestMeta, ShapedResponse, Status, now_ms};
+use crate::registry::Workflow;
+use crate::runner::{Job, new_execution};
+use crate::server::App;
+pub use error::HttpError;
+
+/// The handler behind `/hooks/{*path}`.
+pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response, HttpError> {
+    let path = req
+        .uri()
+        .path()
+        .strip_prefix("/hooks/")
+        .unwrap_or_default()
+        .to_string();
+    let registry = app.registry.load();
+    let workflow = registry
+        .route(&path)
+        .cloned()
+        .ok_or_else(|| HttpError::NotFound(format!("no workflow is served at /hooks/{path}")))?;
+    drop(registry);
+    let spec = &workflow.spec;
+    let trigger = &spec.trigger;
+
+    if !trigger
+        .methods
+        .iter()
+        .any(|m| m.as_str() == req.method().as_str())
+    {
+        return Err(HttpError::MethodNotAllowed {
+            allow: trigger
+                .methods
+                .iter()
+                .map(|m: &Method| m.as_str())
+                .collect(),
+        });
+    }
+    auth::check(&trigger.auth, req.headers())?;
+    if !spec.enabled {
+        return Err(HttpError::Inactive(spec.name.clone()));
+    }
+
+    let request = request_meta(&workflow, &req);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = read_body(req, trigger.max_body).await?;
+    let is_json = !body.is_empty() && is_json_type(content_type.as_deref());
+    if is_json {
+        serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+            .map_err(|e| HttpError::BadJson(e.to_string()))?;
+    }
+    let event = Arc::new(Event {
+        request,
+        content_type,
+        body,
+        is_json,
+    });
+
+    let execution = new_execution(&workflow, &event, "webhook");
+    app.store
+        .put(&execution, Some(event.body.clone()))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, workflow = %spec.name, "cannot record event");
+            HttpError::Unavailable("the event could not be stored; try again".into())
+        })?;
+
+    let id = execution.id;
+    let mode = trigger.mode;
+    let sync_timeout = trigger.sync_timeout;
+    let done = app.runner.start(Job {
+        workflow,
+        execution,
+        event,
+    });
+    if mode == Mode::Async {
+        return Ok(accepted(id));
+    }
+    match tokio::time::timeout(sync_timeout, done).await {
+        Ok(Ok(finished)) => finished_response(finished),
+        // Still running (or the server is stopping): the sender can follow it.
+        Ok(Err(_)) | Err(_) => Ok(accepted(id)),
+    }
+}
+
+fn status_url(id: uuid::Uuid) -> String {
+    format!("/api/v1/executions/{id}")
+}
+
+/// 202 with where to follow the execution.
+fn accepted(id: uuid::Uuid) -> Response {
+    let url = status_url(id);
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "execution_id": id,
+            "status": Status::Queued.as_str(),
+            "status_url": url,
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+fn finished_response(execution: Execution) -> Result<Response, HttpError> {
+    if execution.status != Status::Succeeded {
+        return Err(HttpError::WorkflowFailed {
+            execution_id: execution.id,
+            message: execution
+                .error
+                .unwrap_or_else(|| execution.status.as_str().to_string()),
+        });
+    }
+    if let Some(shaped) = execution.response {
+        return Ok(shaped_response(shaped));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "execution_id": execution.id,
+            "status": execution.status.as_str(),
+            "output": execution.output,
+        })),
+    )
+        .into_response())
+}
+
+/// The answer a step chose. Framing headers stay hookflow's.
+fn shaped_response(shaped: ShapedResponse) -> Response {
+    let status = StatusCode::from_u16(shaped.status).unwrap_or(StatusCode::OK);
+    let mut response = Response::new(Body::from(shaped.body));
+    *response.status_mut() = status;
+    for (name, value) in shaped.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            continue;
+        };
+        if name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+            && name != header::CONNECTION
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// Reads the body, failing with 413 as soon as it passes `limit`, whether
+/// or not a Content-Length announced it.
+async fn read_body(req: Request, limit: u64) -> Result<Bytes, HttpError> {
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit) {
+        return Err(HttpError::TooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(req.into_body(), limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(HttpError::TooLarge { limit })
+        }
+        Err(e) => Err(HttpError::BadRequest(format!(
+            "the body could not be read: {e}"
+        ))),
+    }
+}
+
+/// JSON when the content type says so, or when there is none.
+fn is_json_type(content_type: Option<&str>) -> bool {
+    let Some(ct) = content_type else {
+        return true;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+fn request_meta(workflow: &Workflow, req: &Request) -> RequestMeta {
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    RequestMeta {
+        method: req.method().as_str().to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().unwrap_or_default().to_string(),
+        headers: visible_headers(workflow, req.headers()),
+        remote_addr,
+        received_at_ms: now_ms(),
+    }
+}
+
+/// Headers a plugin may see: everything but credentials.
+fn visible_headers(workflow: &Workflow, headers: &HeaderMap) -> Vec<(String, String)> {
+    let auth = &workflow.spec.trigger.auth;
+    headers
+        .iter()
+        .filter(|(name, _)| !auth::is_credential(auth, name.as_str()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_told_by_content_type() {
+        assert!(is_json_type(None));
+        assert!(is_json_type(Some("application/json; charset=utf-8")));
+        assert!(is_json_type(Some("application/vnd.api+json")));
+        assert!(!is_json_type(Some("text/plain")));
+        assert!(!is_json_type(Some("application/x-www-form-urlencoded")));
+    }
+}

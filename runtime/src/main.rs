@@ -1,0 +1,132 @@
+//! The `hookflow` binary: parse the command line, then run the command.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use hookflow::cli::{Cli, Command, ServeArgs};
+use hookflow::engine::{Engine, EnginePolicy};
+use hookflow::server::{Ready, Settings, describe_routes};
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOOKFLOW_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Build { dir } => build(&dir),
+            Command::Check { dir } => check(&dir).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    hookflow::build::build_dir(dir, &mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let engine = Engine::new(EnginePolicy::default())?;
+    let (registry, problems) = hookflow::registry::load(dir, &engine).await;
+    for p in &problems {
+        println!("{p}");
+    }
+    if problems.is_empty() {
+        println!("ok: {} workflow(s) in {}", registry.len(), dir.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{} problem(s)", problems.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.build {
+        let dir = args.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            hookflow::build::build_dir(&dir, &mut std::io::stderr())
+        })
+        .await??;
+    }
+    let settings = Settings {
+        dir: args.dir,
+        db: args.db,
+        admin_token: args.admin_token,
+        engine: EnginePolicy::default(),
+    };
+    let ready = Ready::start(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let registry = ready.registry();
+    println!("hookflow listening on {base}");
+    println!(
+        "{} workflow(s) from {}",
+        registry.len(),
+        settings.dir.display()
+    );
+    for line in describe_routes(&registry, &base) {
+        println!("{line}");
+    }
+    if !ready.problems.is_empty() {
+        println!(
+            "{} problem(s) left workflows out: run `hookflow check {}`",
+            ready.problems.len(),
+            settings.dir.display()
+        );
+    }
+    drop(registry);
+    ready
+        .serve(
+            listener,
+            shutdown_signal(),
+            Duration::from_secs(args.drain_secs),
+        )
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,108 @@
+//! The registry: every loaded workflow with its compiled plugins, and the
+//! route table, as one immutable snapshot.
+//!
+//! A snapshot is built off the request path and swapped in whole (see
+//! [`Shared`]); requests hold the `Arc<Workflow>` they started with, so an
+//! execution finishes on the version it began on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::config::{self, Diagnostic, WorkflowSpec};
+use crate::engine::{Engine, Plugin};
+
+/// The live snapshot, replaced atomically on reload.
+pub type Shared = Arc<ArcSwap<Registry>>;
+
+/// A workflow ready to run.
+pub struct Workflow {
+    pub spec: WorkflowSpec,
+    /// One compiled plugin per step, in step order.
+    pub plugins: Vec<Arc<Plugin>>,
+    /// Bounds the workflow's executions running at once
+    /// (`limits.concurrency`).
+    pub slots: Arc<Semaphore>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    by_name: BTreeMap<String, Arc<Workflow>>,
+    by_path: HashMap<String, Arc<Workflow>>,
+}
+
+impl Registry {
+    /// The workflow served at `/hooks/{path}`.
+    pub fn route(&self, path: &str) -> Option<&Arc<Workflow>> {
+        self.by_path.get(path)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Workflow>> {
+        self.by_name.get(name)
+    }
+
+    /// Every workflow, by name.
+    pub fn workflows(&self) -> impl Iterator<Item = &Arc<Workflow>> {
+        self.by_name.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Loads every manifest in `dir` and compiles its plugins (each distinct
+/// wasm file once). A workflow with any problem is left out and its
+/// problems returned; the rest are loaded.
+pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic>) {
+    let (specs, mut problems) = config::load_dir(dir);
+    let mut compiled: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
+    let mut registry = Registry::default();
+    'workflows: for spec in specs {
+        let mut plugins = Vec::with_capacity(spec.steps.len());
+        for step in &spec.steps {
+            if let Some(plugin) = compiled.get(&step.plugin) {
+                plugins.push(plugin.clone());
+                continue;
+            }
+            let loaded = match tokio::fs::read(&step.plugin).await {
+                Ok(wasm) => engine.load(wasm).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot read: {e}")),
+            };
+            match loaded {
+                Ok(plugin) => {
+                    let plugin = Arc::new(plugin);
+                    compiled.insert(step.plugin.clone(), plugin.clone());
+                    plugins.push(plugin);
+                }
+                Err(e) => {
+                    problems.push(Diagnostic {
+                        file: spec.file.clone(),
+                        line: Some(step.line),
+                        message: format!("step `{}`: plugin `{}`: {e}", step.id, step.plugin_name),
+                    });
+                    continue 'workflows;
+                }
+            }
+        }
+        let workflow = Arc::new(Workflow {
+            slots: Arc::new(Semaphore::new(spec.limits.concurrency)),
+            spec,
+            plugins,
+        });
+        registry
+            .by_path
+            .insert(workflow.spec.trigger.path.clone(), workflow.clone());
+        registry
+            .by_name
+            .insert(workflow.spec.name.clone(), workflow);
+    }
+    (registry, problems)
+}

@@ -1,0 +1,375 @@
+//! The runner: takes accepted executions and drives them through their
+//! steps, in order, each step's output feeding the next.
+//!
+//! Every step result is committed when the step ends. Retryable errors,
+//! traps and timeouts are retried with exponential backoff and jitter up to
+//! the step's `retries.max`; then the execution ends `failed` (or
+//! `timed_out` when time ran out). After a restart, executions that were
+//! accepted but not finished resume from their first unfinished step.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::Retries;
+use crate::engine::{Engine, StepCall, StepLimits, StepRun};
+use crate::execution::{
+    Attempt, ErrorKind, Event, Execution, Status, StepRecord, StepStatus, now_ms,
+};
+use crate::registry::{Registry, Workflow};
+use crate::store::Store;
+
+/// An accepted execution, already recorded as `queued`.
+pub struct Job {
+    pub workflow: Arc<Workflow>,
+    pub execution: Execution,
+    pub event: Arc<Event>,
+}
+
+#[derive(Clone)]
+pub struct Runner {
+    engine: Arc<Engine>,
+    store: Store,
+    tasks: TaskTracker,
+}
+
+/// A new `queued` execution of `workflow` for `event`, with a fresh UUID v7.
+pub fn new_execution(workflow: &Workflow, event: &Event, trigger: &str) -> Execution {
+    Execution {
+        id: Uuid::now_v7(),
+        workflow: workflow.spec.name.clone(),
+        status: Status::Queued,
+        trigger: trigger.to_string(),
+        created_at_ms: event.request.received_at_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+        request: event.request.clone(),
+        content_type: event.content_type.clone(),
+        body_len: event.body.len() as u64,
+        body_is_json: event.is_json,
+        steps: step_records(workflow),
+        output: None,
+        response: None,
+        error: None,
+    }
+}
+
+fn step_records(workflow: &Workflow) -> Vec<StepRecord> {
+    workflow
+        .spec
+        .steps
+        .iter()
+        .zip(&workflow.plugins)
+        .map(|(step, plugin)| StepRecord {
+            id: step.id.clone(),
+            plugin: step.plugin_name.clone(),
+            plugin_digest: plugin.digest.clone(),
+            status: StepStatus::Pending,
+            attempts: Vec::new(),
+        })
+        .collect()
+}
+
+impl Runner {
+    pub fn new(engine: Arc<Engine>, store: Store) -> Self {
+        Self {
+            engine,
+            store,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Runs `job` in the background. The receiver gets the finished record
+    /// (drop it to not wait).
+    pub fn start(&self, job: Job) -> oneshot::Receiver<Execution> {
+        let (tx, rx) = oneshot::channel();
+        let runner = self.clone();
+        self.tasks.spawn(async move {
+            let done = runner.run(job).await;
+            let _ = tx.send(done);
+        });
+        rx
+    }
+
+    /// Resumes every execution that was accepted but not finished before the
+    /// last stop. Returns how many were resumed. An execution whose
+    /// workflow is not loaded stays queued, untouched, for a later start.
+    pub async fn resume_unfinished(&self, registry: &Registry) -> usize {
+        let ids = match self.store.unfinished().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list unfinished executions");
+                return 0;
+            }
+        };
+        let mut resumed = 0;
+        for id in ids {
+            let (execution, body) = match (self.store.get(id).await, self.store.body(id).await) {
+                (Ok(Some(e)), Ok(Some(b))) => (e, b),
+                (e, b) => {
+                    tracing::error!(%id, ?e, body = ?b.map(|b| b.map(|b| b.len())), "unfinished execution cannot be read");
+                    continue;
+                }
+            };
+            let Some(workflow) = registry.get(&execution.workflow) else {
+                tracing::warn!(%id, workflow = %execution.workflow, "workflow not loaded; execution stays queued");
+                continue;
+            };
+            let mut execution = execution;
+            let same_steps = execution.steps.len() == workflow.spec.steps.len()
+                && execution
+                    .steps
+                    .iter()
+                    .zip(&workflow.spec.steps)
+                    .all(|(r, s)| r.id == s.id);
+            if !same_steps {
+                execution.steps = step_records(workflow);
+            }
+            let event = Arc::new(Event {
+                request: execution.request.clone(),
+                content_type: execution.content_type.clone(),
+                body,
+                is_json: execution.body_is_json,
+            });
+            tracing::info!(%id, workflow = %execution.workflow, "resuming execution");
+            drop(self.start(Job {
+                workflow: workflow.clone(),
+                execution,
+                event,
+            }));
+            resumed += 1;
+        }
+        resumed
+    }
+
+    /// Stops taking new work and waits up to `grace` for running executions.
+    /// Whatever is still running then resumes on the next start.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+
+    async fn run(&self, job: Job) -> Execution {
+        let Job {
+            workflow,
+            mut execution,
+            event,
+        } = job;
+        // Invariant: the workflow's semaphore is never closed.
+        let _slot = workflow.slots.clone().acquire_owned().await;
+        execution.status = Status::Running;
+        execution.started_at_ms.get_or_insert_with(now_ms);
+        let deadline = Instant::now() + workflow.spec.limits.execution_timeout;
+
+        let start = execution.first_unfinished_step();
+        let mut previous: Value = match start {
+            0 => event.payload(),
+            n => execution.steps[n - 1]
+                .output()
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
+        for index in start..workflow.spec.steps.len() {
+            let spec = &workflow.spec.steps[index];
+            match self
+                .run_step(
+                    &workflow,
+                    &mut execution,
+                    &event,
+                    index,
+                    &previous,
+                    deadline,
+                )
+                .await
+            {
+                StepEnd::Next(output) => previous = output,
+                StepEnd::Halt(output) => {
+                    previous = output;
+                    for rest in &mut execution.steps[index + 1..] {
+                        rest.status = StepStatus::Skipped;
+                    }
+                    break;
+                }
+                StepEnd::Failed { timed_out, message } => {
+                    execution.status = if timed_out {
+                        Status::TimedOut
+                    } else {
+                        Status::Failed
+                    };
+                    execution.error = Some(format!("step `{}`: {message}", spec.id));
+                    return self.finish(execution).await;
+                }
+            }
+        }
+        execution.status = Status::Succeeded;
+        execution.output = Some(previous);
+        self.finish(execution).await
+    }
+
+    async fn finish(&self, mut execution: Execution) -> Execution {
+        execution.finished_at_ms = Some(now_ms());
+        if let Err(e) = self.store.put(&execution, None).await {
+            tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
+        }
+        tracing::debug!(id = %execution.id, status = execution.status.as_str(), "execution finished");
+        execution
+    }
+
+    /// Runs one step until it succeeds or runs out of attempts.
+    async fn run_step(
+        &self,
+        workflow: &Workflow,
+        execution: &mut Execution,
+        event: &Event,
+        index: usize,
+        previous: &Value,
+        deadline: Instant,
+    ) -> StepEnd {
+        let spec = &workflow.spec.steps[index];
+        let plugin = &workflow.plugins[index];
+        let is_last = index + 1 == workflow.spec.steps.len();
+        let previous_text = previous.to_string();
+        let config_text = spec.config.to_string();
+        loop {
+            let number = execution.steps[index].attempts.len() as u32 + 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return StepEnd::Failed {
+                    timed_out: true,
+                    message: format!(
+                        "the execution ran past its execution_timeout of {:?}",
+                        workflow.spec.limits.execution_timeout
+                    ),
+                };
+            }
+            let limits = StepLimits {
+                timeout: spec.timeout.min(remaining),
+                memory: usize::try_from(workflow.spec.limits.memory).unwrap_or(usize::MAX),
+            };
+            let started_at_ms = now_ms();
+            let call = StepCall {
+                execution_id: execution.id.to_string(),
+                workflow: &workflow.spec.name,
+                step_id: &spec.id,
+                event,
+                previous: &previous_text,
+                config: &config_text,
+                attempt: number,
+                idempotency_key: format!("{}:{}", execution.id, spec.id),
+            };
+            let run = self.engine.run(plugin, call, limits).await;
+            let StepRun {
+                result,
+                logs,
+                logs_dropped_bytes,
+                wall_time,
+                peak_memory,
+            } = run;
+            let mut attempt = Attempt {
+                number,
+                started_at_ms,
+                wall_time_us: u64::try_from(wall_time.as_micros()).unwrap_or(u64::MAX),
+                peak_memory_bytes: peak_memory as u64,
+                output: None,
+                error: None,
+                logs,
+                logs_dropped_bytes,
+            };
+            let record = &mut execution.steps[index];
+            match result {
+                Ok(success) => {
+                    attempt.output = Some(success.output.clone());
+                    record.attempts.push(attempt);
+                    record.status = StepStatus::Succeeded;
+                    if success.response.is_some() {
+                        execution.response = success.response;
+                    }
+                    // The last step's result commits with the final status.
+                    if !is_last && !success.halt {
+                        self.save(execution).await;
+                    }
+                    return if success.halt {
+                        StepEnd::Halt(success.output)
+                    } else {
+                        StepEnd::Next(success.output)
+                    };
+                }
+                Err(error) => {
+                    let kind = error.kind;
+                    attempt.error = Some(error.clone());
+                    record.attempts.push(attempt);
+                    let out_of_time = limits.timeout < spec.timeout && kind == ErrorKind::Timeout;
+                    if kind.is_retryable() && number <= spec.retries.max && !out_of_time {
+                        self.save(execution).await;
+                        let wait = backoff(spec.retries, number).min(remaining);
+                        tracing::debug!(step = %spec.id, attempt = number, ?wait, "retrying step");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    let record = &mut execution.steps[index];
+                    let timed_out = kind == ErrorKind::Timeout;
+                    record.status = if timed_out {
+                        StepStatus::TimedOut
+                    } else {
+                        StepStatus::Failed
+                    };
+                    let message = if out_of_time {
+                        format!(
+                            "the execution ran past its execution_timeout of {:?}",
+                            workflow.spec.limits.execution_timeout
+                        )
+                    } else {
+                        error.message
+                    };
+                    return StepEnd::Failed { timed_out, message };
+                }
+            }
+        }
+    }
+
+    async fn save(&self, execution: &Execution) {
+        if let Err(e) = self.store.put(execution, None).await {
+            tracing::error!(id = %execution.id, error = %e, "cannot record step result");
+        }
+    }
+}
+
+enum StepEnd {
+    Next(Value),
+    Halt(Value),
+    Failed { timed_out: bool, message: String },
+}
+
+/// The wait before retry `number` (1-based): `backoff * 2^(number-1)`,
+/// capped at five minutes, then drawn uniformly from its upper half.
+fn backoff(retries: Retries, number: u32) -> Duration {
+    let base = retries
+        .backoff
+        .saturating_mul(1u32 << number.saturating_sub(1).min(20))
+        .min(Duration::from_secs(300));
+    let half = base / 2;
+    half + half.mul_f64(rand::rng().random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_stays_in_its_upper_half() {
+        let r = Retries {
+            max: 5,
+            backoff: Duration::from_millis(200),
+        };
+        for (n, base) in [(1, 200), (2, 400), (3, 800)] {
+            let d = backoff(r, n).as_millis();
+            assert!(d >= base / 2 && d <= base, "attempt {n}: {d}ms");
+        }
+        assert!(backoff(r, 40) <= Duration::from_secs(300));
+    }
+}

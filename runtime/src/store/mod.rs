@@ -1,0 +1,264 @@
+//! The store: one redb file holding every execution, its event body and its
+//! step results.
+//!
+//! Writes go through one writer thread that commits whatever is pending in
+//! a single `Durability::Immediate` transaction (group commit), so many
+//! concurrent webhooks share one fsync. A write's future resolves only after
+//! its transaction is durable: callers answer 2xx after that, never before.
+//! Reads open their own read transaction on a blocking thread. redb types
+//! stay inside this module.
+
+mod tables;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::execution::{Execution, Status};
+use tables::{BODIES, BY_WORKFLOW, EXECUTIONS, UNFINISHED};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("the database could not commit: {0}")]
+    Write(String),
+    #[error("the database could not be read: {0}")]
+    Read(String),
+    #[error("a stored record could not be decoded: {0}")]
+    Corrupt(String),
+    #[error("the database writer has stopped")]
+    Closed,
+}
+
+/// Pending writes the writer takes into one transaction, at most.
+const MAX_BATCH: usize = 512;
+
+struct Write {
+    execution: Execution,
+    /// The event body, written with the first record of an execution.
+    body: Option<Bytes>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: mpsc::Sender<Write>,
+}
+
+/// Which executions to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub workflow: Option<String>,
+    pub status: Option<Status>,
+    pub limit: usize,
+    /// Only executions older than this id.
+    pub before: Option<Uuid>,
+}
+
+impl Store {
+    /// Opens (or creates) the database and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
+            path: path.display().to_string(),
+            reason,
+        };
+        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+        {
+            txn.open_table(EXECUTIONS)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(BODIES)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(BY_WORKFLOW)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(UNFINISHED)
+                .map_err(|e| open_err(e.to_string()))?;
+        }
+        txn.commit().map_err(|e| open_err(e.to_string()))?;
+
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel(4096);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("hookflow-store".into())
+            .spawn(move || writer_loop(&writer_db, rx))
+            .map_err(|e| open_err(e.to_string()))?;
+        Ok(Self { db, writer: tx })
+    }
+
+    /// Durably records an execution (and, the first time, its event body).
+    /// Resolves once the transaction holding it has committed.
+    pub async fn put(&self, execution: &Execution, body: Option<Bytes>) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        let write = Write {
+            execution: execution.clone(),
+            body,
+            done,
+        };
+        self.writer
+            .send(write)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(read_err)?;
+            let table = txn.open_table(EXECUTIONS).map_err(read_err)?;
+            table
+                .get(id.as_u128())
+                .map_err(read_err)?
+                .map(|v| decode(v.value()))
+                .transpose()
+        })
+        .await
+    }
+
+    pub async fn body(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(read_err)?;
+            let table = txn.open_table(BODIES).map_err(read_err)?;
+            Ok(table
+                .get(id.as_u128())
+                .map_err(read_err)?
+                .map(|v| Bytes::copy_from_slice(v.value())))
+        })
+        .await
+    }
+
+    /// Executions matching `filter`, newest first, at most `filter.limit`.
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<Execution>, StoreError> {
+        self.read(move |db| {
+            let txn = db.begin_read().map_err(read_err)?;
+            let executions = txn.open_table(EXECUTIONS).map_err(read_err)?;
+            let before = filter.before.map_or(u128::MAX, |id| id.as_u128());
+            let mut out = Vec::new();
+            let mut keep = |e: Execution| {
+                if filter.status.is_none_or(|s| s == e.status) {
+                    out.push(e);
+                }
+                out.len() >= filter.limit
+            };
+            if let Some(workflow) = &filter.workflow {
+                let index = txn.open_table(BY_WORKFLOW).map_err(read_err)?;
+                let range = index
+                    .range((workflow.as_str(), 0)..(workflow.as_str(), before))
+                    .map_err(read_err)?;
+                for entry in range.rev() {
+                    let (key, _) = entry.map_err(read_err)?;
+                    let id = key.value().1;
+                    if let Some(v) = executions.get(id).map_err(read_err)?
+                        && keep(decode(v.value())?)
+                    {
+                        break;
+                    }
+                }
+            } else {
+                for entry in executions.range(..before).map_err(read_err)?.rev() {
+                    let (_, v) = entry.map_err(read_err)?;
+                    if keep(decode(v.value())?) {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Ids of executions that were accepted but never finished: what a
+    /// restart must resume.
+    pub async fn unfinished(&self) -> Result<Vec<Uuid>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(read_err)?;
+            let table = txn.open_table(UNFINISHED).map_err(read_err)?;
+            let mut ids = Vec::new();
+            for entry in table.iter().map_err(read_err)? {
+                let (k, _) = entry.map_err(read_err)?;
+                ids.push(Uuid::from_u128(k.value()));
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Read(e.to_string()))?
+    }
+}
+
+fn read_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Takes every pending write into one transaction, commits it durably, then
+/// answers each writer. Ends when every `Store` handle is dropped.
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Write>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let result = commit(db, &batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, writes = batch.len(), "store commit failed");
+        }
+        for w in batch.drain(..) {
+            let _ = w.done.send(result.clone().map_err(StoreError::Write));
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Write]) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    {
+        let mut executions = txn.open_table(EXECUTIONS)?;
+        let mut bodies = txn.open_table(BODIES)?;
+        let mut by_workflow = txn.open_table(BY_WORKFLOW)?;
+        let mut unfinished = txn.open_table(UNFINISHED)?;
+        for w in batch {
+            let e = &w.execution;
+            let id = e.id.as_u128();
+            // Invariant: an `Execution` holds only strings, numbers and JSON
+            // values, which always serialise.
+            let record = serde_json::to_vec(e).unwrap_or_default();
+            executions.insert(id, record.as_slice())?;
+            if let Some(body) = &w.body {
+                bodies.insert(id, body.as_ref())?;
+                by_workflow.insert((e.workflow.as_str(), id), ())?;
+            }
+            if e.status.is_finished() {
+                unfinished.remove(id)?;
+            } else {
+                unfinished.insert(id, ())?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

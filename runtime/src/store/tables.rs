@@ -1,0 +1,13 @@
+//! Table definitions. Keys are execution ids as `u128` (UUID v7, so key
+//! order is creation order).
+
+use redb::TableDefinition;
+
+/// id -> the execution record, JSON.
+pub const EXECUTIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("executions");
+/// id -> the event body, as received.
+pub const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
+/// (workflow, id) -> (): executions of one workflow, in id order.
+pub const BY_WORKFLOW: TableDefinition<(&str, u128), ()> = TableDefinition::new("by_workflow");
+/// id -> (): executions accepted and not yet finished.
+pub const UNFINISHED: TableDefinition<u128, ()> = TableDefinition::new("unfinished");

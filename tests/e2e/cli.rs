@@ -1,0 +1,124 @@
+//! `hookflow check` and `hookflow build` as an operator runs them.
+
+use crate::support::{Workdir, hookflow, one_step};
+
+#[test]
+fn check_reports_every_problem_with_file_and_line_and_exits_1() {
+    let work = Workdir::new();
+    work.manifest(
+        "good",
+        &one_step("good", "async", r#"{ kind = "none" }"#, "echo", "{}"),
+    )
+    .manifest(
+        "broken",
+        r#"name = "broken"
+
+[trigger]
+path = "good"
+methods = ["POST", "FETCH"]
+auth = { kind = "none" }
+
+[[steps]]
+plugin = "plugins/echo.wasm"
+"#,
+    )
+    .manifest(
+        "invalid",
+        r#"[trigger]
+path = "/bad path"
+auth = { kind = "none" }
+sync_timeout = "forever"
+
+[[steps]]
+plugin = "plugins/missing.wasm"
+"#,
+    )
+    .file("plugins/garbage.wasm", "this is not wasm")
+    .manifest(
+        "garbage",
+        &one_step("garbage", "async", r#"{ kind = "none" }"#, "garbage", "{}"),
+    );
+    let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let dir = work.dir();
+    for expected in [
+        format!(
+            "{}:5: unknown variant `FETCH`",
+            dir.join("broken.toml").display()
+        ),
+        format!(
+            "{}:2: trigger path `/bad path`",
+            dir.join("invalid.toml").display()
+        ),
+        format!(
+            "{}:4: `forever` is not a duration",
+            dir.join("invalid.toml").display()
+        ),
+        format!(
+            "{}:7: plugin `plugins/missing.wasm` not found",
+            dir.join("invalid.toml").display()
+        ),
+        format!(
+            "{}:8: step `garbage`: plugin `plugins/garbage.wasm`: not a valid WebAssembly component",
+            dir.join("garbage.toml").display()
+        ),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+    assert!(stdout.contains("5 problem(s)"), "{stdout}");
+
+    std::fs::remove_file(dir.join("broken.toml")).unwrap();
+    std::fs::remove_file(dir.join("invalid.toml")).unwrap();
+    std::fs::remove_file(dir.join("garbage.toml")).unwrap();
+    let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ok: 1 workflow(s)"), "{stdout}");
+}
+
+#[test]
+fn a_plugin_outside_the_directory_is_refused() {
+    let work = Workdir::new();
+    let outside = work.tmp.path().join("outside.wasm");
+    std::fs::copy(work.dir().join("plugins/echo.wasm"), &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, work.dir().join("plugins/link.wasm")).unwrap();
+    work.manifest(
+        "link",
+        &one_step("link", "async", r#"{ kind = "none" }"#, "link", "{}"),
+    );
+    let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("resolves outside the workflow directory"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_component_asking_for_sockets_is_refused_at_load() {
+    // A component importing wasi:sockets: hookflow never links sockets, so it
+    // must not load, and `check` must say why.
+    let work = Workdir::new();
+    let wat = r#"(component
+        (import "wasi:sockets/tcp-create-socket@0.2.0" (instance
+            (export "create-tcp-socket" (func))
+        ))
+    )"#;
+    std::fs::write(work.dir().join("plugins/net.wasm"), wat).unwrap();
+    work.manifest(
+        "net",
+        &one_step("net", "async", r#"{ kind = "none" }"#, "net", "{}"),
+    );
+    let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("wasi:sockets/tcp-create-socket"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,234 @@
+//! Accepted webhooks become durable executions whose steps run in order.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::{Workdir, one_step};
+
+const NONE: &str = r#"{ kind = "none" }"#;
+
+#[tokio::test]
+async fn async_webhook_is_acknowledged_run_and_kept_across_restarts() {
+    let work = Workdir::new();
+    work.manifest(
+        "orders",
+        &one_step("shop/orders/new", "async", NONE, "echo", "{}"),
+    );
+    let server = work.start();
+
+    let payload = json!({"order": 42, "items": ["a", "b"]});
+    let r = server.post_json("/hooks/shop/orders/new", &payload).await;
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let ack: serde_json::Value = r.json().await.unwrap();
+    let id = ack["execution_id"].as_str().unwrap().to_string();
+    assert_eq!(ack["status"], "queued");
+    assert_eq!(ack["status_url"], location);
+    assert_eq!(location, format!("/api/v1/executions/{id}"));
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
+
+    let done = server.wait_finished(&id, Duration::from_secs(10)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["workflow"], "orders");
+    assert_eq!(done["payload"], payload);
+    assert_eq!(done["output"], payload);
+    let step = &done["steps"][0];
+    assert_eq!(step["id"], "echo");
+    assert_eq!(step["status"], "succeeded");
+    assert_eq!(step["attempts"][0]["output"], payload);
+    assert_eq!(step["plugin_digest"].as_str().unwrap().len(), 64);
+    let logs = step["attempts"][0]["logs"].to_string();
+    assert!(
+        logs.contains("\"stream\":\"info\""),
+        "log import kept: {logs}"
+    );
+    assert!(logs.contains("echo echo attempt 1"), "stdout kept: {logs}");
+
+    let (status, page) = server.api("/api/v1/executions?workflow=orders").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["executions"][0]["id"], id.as_str());
+
+    server.stop();
+    let again = work.start();
+    let (status, kept) = again.api(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(kept, done, "the record is the same after a restart");
+}
+
+#[tokio::test]
+async fn sync_webhook_answers_with_the_chained_output() {
+    let work = Workdir::new();
+    work.manifest(
+        "signup",
+        r#"
+name = "signup"
+[trigger]
+path = "signup"
+mode = "sync"
+auth = { kind = "none" }
+
+[[steps]]
+id = "pick"
+plugin = "plugins/json_map.wasm"
+config = { email = "$.contact.email", second = "$.items[1]", tag = "new" }
+
+[[steps]]
+plugin = "plugins/echo.wasm"
+
+[[steps]]
+id = "shape"
+plugin = "plugins/json_map.wasm"
+config = { to = "$previous.email", n = "$previous.second", label = "$previous.tag", via = "$request.method", first = "$.items[0]" }
+"#,
+    );
+    let server = work.start();
+    let r = server
+        .post_json(
+            "/hooks/signup",
+            &json!({"contact": {"email": "ada@example.com"}, "items": [1, 2]}),
+        )
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "succeeded");
+    assert_eq!(
+        body["output"],
+        json!({"to": "ada@example.com", "n": 2, "label": "new", "via": "POST", "first": 1})
+    );
+    let id = body["execution_id"].as_str().unwrap();
+    let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+    let steps = record["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(
+        steps[1]["attempts"][0]["output"],
+        json!({"email": "ada@example.com", "second": 2, "tag": "new"})
+    );
+}
+
+#[tokio::test]
+async fn the_plugin_sees_request_metadata_without_credentials() {
+    let work = Workdir::new();
+    work.file("token", "s3cret-token\n").manifest(
+        "meta",
+        &one_step(
+            "meta",
+            "sync",
+            r#"{ kind = "header", header = "X-Webhook-Token", secrets = ["file:token"] }"#,
+            "echo",
+            "{ full = true }",
+        ),
+    );
+    let server = work.start();
+    let r = server
+        .post("/hooks/meta?source=test")
+        .header("x-webhook-token", "s3cret-token")
+        .header("authorization", "Bearer other")
+        .header("x-trace", "abc")
+        .json(&json!({"k": "v"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let seen = &body["output"];
+    assert_eq!(seen["request"]["method"], "POST");
+    assert_eq!(seen["request"]["path"], "/hooks/meta");
+    assert_eq!(seen["request"]["query"], "source=test");
+    assert!(
+        seen["request"]["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(seen["payload"], json!({"k": "v"}));
+    assert_eq!(seen["attempt"], 1);
+    let headers = seen["request"]["headers"].to_string();
+    assert!(headers.contains("x-trace"), "{headers}");
+    assert!(
+        !headers.contains("s3cret-token"),
+        "token reached the plugin: {headers}"
+    );
+    assert!(
+        !headers.contains("Bearer other"),
+        "authorization reached the plugin: {headers}"
+    );
+
+    let id = body["execution_id"].as_str().unwrap();
+    let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+    assert!(
+        !record.to_string().contains("s3cret-token"),
+        "token stored: {record}"
+    );
+}
+
+#[tokio::test]
+async fn api_requires_the_admin_token() {
+    let work = Workdir::new();
+    work.manifest("e", &one_step("e", "async", NONE, "echo", "{}"));
+    let server = work.start();
+    let r = server
+        .client
+        .get(server.url("/api/v1/executions"))
+        .send()
+        .await
+        .unwrap();
+    crate::support::error_body(r, 401, "unauthorized").await;
+    let r = server
+        .client
+        .get(server.url("/api/v1/executions"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    crate::support::error_body(r, 401, "unauthorized").await;
+    let (status, body) = server.api("/api/v1/executions?status=nope").await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad-request")));
+    let (status, _) = server.api("/api/v1/executions/not-an-id").await;
+    assert_eq!(status, 404);
+    let r = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn listing_filters_and_pages_newest_first() {
+    let work = Workdir::new();
+    work.manifest("a", &one_step("a", "sync", NONE, "echo", "{}"))
+        .manifest("b", &one_step("b", "sync", NONE, "fail", "{}"));
+    let server = work.start();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r = server.post_json("/hooks/a", &json!({"i": i})).await;
+        let body: serde_json::Value = r.json().await.unwrap();
+        ids.push(body["execution_id"].as_str().unwrap().to_string());
+    }
+    let r = server.post_json("/hooks/b", &json!({})).await;
+    assert_eq!(r.status().as_u16(), 500);
+
+    let (_, page) = server.api("/api/v1/executions?workflow=a&limit=2").await;
+    let got: Vec<_> = page["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, vec![ids[2].clone(), ids[1].clone()]);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, page) = server
+        .api(&format!(
+            "/api/v1/executions?workflow=a&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(page["executions"][0]["id"], ids[0].as_str());
+    assert!(page.get("next_cursor").is_none(), "{page}");
+
+    let (_, failed) = server.api("/api/v1/executions?status=failed").await;
+    let failed = failed["executions"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["workflow"], "b");
+}

@@ -1,0 +1,286 @@
+//! What a webhook sender sees for every way a request can be refused.
+
+use bytes::Bytes;
+use futures_util::stream;
+use serde_json::json;
+
+use crate::support::{Workdir, error_body, one_step};
+
+fn auth_workdir() -> Workdir {
+    let work = Workdir::new();
+    work.file("bearer.token", "bearer-secret\n")
+        .file("header.token", "header-secret")
+        .manifest(
+            "bearer",
+            &one_step(
+                "auth/bearer",
+                "async",
+                r#"{ kind = "bearer", secrets = ["file:bearer.token"] }"#,
+                "echo",
+                "{}",
+            ),
+        )
+        .manifest(
+            "header",
+            &one_step(
+                "auth/header",
+                "async",
+                r#"{ kind = "header", header = "X-Webhook-Secret", secrets = ["file:header.token"] }"#,
+                "echo",
+                "{}",
+            ),
+        );
+    work
+}
+
+#[tokio::test]
+async fn wrong_or_missing_credentials_are_401() {
+    let work = auth_workdir();
+    let server = work.start();
+    let body = json!({"x": 1});
+
+    let r = server
+        .post("/hooks/auth/bearer")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let err = error_body(r, 401, "unauthorized").await;
+    assert!(err["message"].as_str().unwrap().contains("Bearer"));
+    let r = server
+        .post("/hooks/auth/bearer")
+        .bearer_auth("bearer-secreT")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = server
+        .post("/hooks/auth/bearer")
+        .bearer_auth("bearer-secret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    let r = server
+        .post("/hooks/auth/header")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let err = error_body(r, 401, "unauthorized").await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-webhook-secret"),
+        "{err}"
+    );
+    let r = server
+        .post("/hooks/auth/header")
+        .header("x-webhook-secret", "nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = server
+        .post("/hooks/auth/header")
+        .bearer_auth("header-secret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 401, "unauthorized").await;
+    let r = server
+        .post("/hooks/auth/header")
+        .header("X-Webhook-Secret", "header-secret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    let (_, page) = server.api("/api/v1/executions").await;
+    assert_eq!(
+        page["executions"].as_array().unwrap().len(),
+        2,
+        "only accepted requests are recorded"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_are_404_and_405() {
+    let work = Workdir::new();
+    work.manifest(
+        "multi",
+        r#"
+[trigger]
+path = "a/b"
+methods = ["POST", "PUT"]
+auth = { kind = "none" }
+[[steps]]
+plugin = "plugins/echo.wasm"
+"#,
+    );
+    let server = work.start();
+    let r = server.post_json("/hooks/a", &json!({})).await;
+    error_body(r, 404, "not-found").await;
+    let r = server.post_json("/hooks/a/b/c", &json!({})).await;
+    error_body(r, 404, "not-found").await;
+    let r = server
+        .client
+        .get(server.url("/nothing-here"))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 404, "not-found").await;
+    let r = server
+        .client
+        .get(server.url("/hooks/a/b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["allow"], "POST, PUT");
+    error_body(r, 405, "method-not-allowed").await;
+    let r = server
+        .client
+        .put(server.url("/hooks/a/b"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
+    let work = Workdir::new();
+    work.manifest(
+        "big",
+        &one_step("big", "async", r#"{ kind = "none" }"#, "echo", "{}"),
+    );
+    let server = work.start();
+    const MIB: usize = 1 << 20;
+
+    // Exactly 1 MiB of JSON is accepted.
+    let mut exact = vec![b' '; MIB];
+    exact[..2].copy_from_slice(b"{}");
+    let r = server
+        .post("/hooks/big")
+        .header("content-type", "application/json")
+        .body(exact)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    let over = vec![b' '; MIB + 1];
+    let r = server
+        .post("/hooks/big")
+        .header("content-type", "application/json")
+        .body(over.clone())
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 413, "payload-too-large").await;
+
+    // Chunked: no Content-Length, the limit is found while streaming.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = over
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    let r = server
+        .post("/hooks/big")
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("content-length").is_some_and(|v| v != "0"));
+    error_body(r, 413, "payload-too-large").await;
+
+    let r = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "still serving");
+    let (_, page) = server.api("/api/v1/executions").await;
+    assert_eq!(page["executions"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_and_other_types_pass_as_bytes() {
+    let work = Workdir::new();
+    work.manifest(
+        "j",
+        &one_step(
+            "j",
+            "sync",
+            r#"{ kind = "none" }"#,
+            "echo",
+            "{ full = true }",
+        ),
+    );
+    let server = work.start();
+    let r = server
+        .post("/hooks/j")
+        .header("content-type", "application/json")
+        .body("{\"a\":")
+        .send()
+        .await
+        .unwrap();
+    let err = error_body(r, 400, "invalid-json").await;
+    assert!(err["message"].as_str().unwrap().contains("EOF"), "{err}");
+    let r = server
+        .post("/hooks/j")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 400, "invalid-json").await;
+
+    let r = server
+        .post("/hooks/j")
+        .header("content-type", "text/plain")
+        .body("plain words")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["output"]["payload"], serde_json::Value::Null);
+    assert_eq!(body["output"]["body_len"], 11);
+    assert_eq!(body["output"]["content_type"], "text/plain");
+}
+
+#[tokio::test]
+async fn a_disabled_workflow_is_422_after_auth() {
+    let work = Workdir::new();
+    work.file("t", "tok").manifest(
+        "off",
+        r#"
+enabled = false
+[trigger]
+path = "off"
+auth = { kind = "bearer", secrets = ["file:t"] }
+[[steps]]
+plugin = "plugins/echo.wasm"
+"#,
+    );
+    let server = work.start();
+    let r = server.post_json("/hooks/off", &json!({})).await;
+    error_body(r, 401, "unauthorized").await;
+    let r = server
+        .post("/hooks/off")
+        .bearer_auth("tok")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    error_body(r, 422, "workflow-inactive").await;
+}

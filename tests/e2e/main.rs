@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `hookflow` binary on 127.0.0.1:0, real plugins
+//! built from `plugins/`, a real redb file, a real HTTP client.
+
+mod support;
+
+mod cli;
+mod executions;
+mod failures;
+mod ingress;
+mod readme;

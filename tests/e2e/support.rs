@@ -1,0 +1,222 @@
+//! Shared fixtures: build the plugins once per test run, lay out a workflow
+//! directory, start and stop the server, talk to it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the runtime crate sits in the repository root")
+        .to_path_buf()
+}
+
+/// Builds `plugins/` once (cargo's own lock serialises concurrent test
+/// processes) and returns the folder holding the `.wasm` files.
+pub fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        hookflow::build::ensure_target(&mut std::io::stderr()).expect("wasm target");
+        let plugins = repo_root().join("plugins");
+        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&plugins)
+            .status()
+            .expect("run cargo for plugins/");
+        assert!(status.success(), "building plugins/ failed");
+        plugins.join("target/wasm32-wasip2/release")
+    })
+}
+
+/// A temporary workflow directory with the built plugins copied in.
+pub struct Workdir {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Workdir {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let plugins = tmp.path().join("workflows/plugins");
+        std::fs::create_dir_all(&plugins).unwrap();
+        for name in ["echo", "json_map", "fail"] {
+            std::fs::copy(
+                plugin_dir().join(format!("{name}.wasm")),
+                plugins.join(format!("{name}.wasm")),
+            )
+            .unwrap_or_else(|e| panic!("copy {name}.wasm: {e}"));
+        }
+        Self { tmp }
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.tmp.path().join("workflows")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.tmp.path().join("hookflow.redb")
+    }
+
+    pub fn manifest(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.dir().join(format!("{name}.toml")), text).unwrap();
+        self
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> &Self {
+        std::fs::write(self.dir().join(name), text).unwrap();
+        self
+    }
+
+    pub fn start(&self) -> Server {
+        Server::start(&self.dir(), &self.db())
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+pub fn hookflow() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hookflow"))
+}
+
+impl Server {
+    pub fn start(dir: &Path, db: &Path) -> Self {
+        let mut child = hookflow()
+            .arg("serve")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--db")
+            .arg(db)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("HOOKFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("HOOKFLOW_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start hookflow");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("hookflow listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("hookflow did not start listening");
+            }
+        };
+        Self {
+            child,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post(path).json(body).send().await.expect("request")
+    }
+
+    /// `GET /api/v1/...` with the admin token; the status and JSON body.
+    pub async fn api(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("api request");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls an execution until it is finished; panics after `within`.
+    pub async fn wait_finished(&self, id: &str, within: Duration) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, body) = self.api(&format!("/api/v1/executions/{id}")).await;
+            assert_eq!(status, 200, "{body}");
+            let state = body["status"].as_str().unwrap_or_default();
+            if !matches!(state, "queued" | "running") {
+                return body;
+            }
+            assert!(start.elapsed() < within, "execution {id} still {state}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server the way an operator does (SIGTERM) and waits.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("hookflow did not stop on SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts the error body shape of SPEC §5.1 and returns the body.
+pub async fn error_body(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["title"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().is_some_and(|t| !t.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+/// A manifest for one step of `plugin` with `config` (a TOML inline table).
+pub fn one_step(path: &str, mode: &str, auth: &str, plugin: &str, config: &str) -> String {
+    format!(
+        r#"
+[trigger]
+path = "{path}"
+mode = "{mode}"
+auth = {auth}
+
+[[steps]]
+plugin = "plugins/{plugin}.wasm"
+config = {config}
+"#
+    )
+}
