@@ -232,3 +232,90 @@ async fn listing_filters_and_pages_newest_first() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["workflow"], "b");
 }
+
+#[tokio::test]
+async fn a_sync_webhook_past_its_sync_timeout_gets_202_and_the_run_goes_on() {
+    let work = Workdir::new();
+    work.manifest(
+        "slow",
+        r#"
+[trigger]
+path = "slow"
+mode = "sync"
+sync_timeout = "300ms"
+auth = { kind = "none" }
+[[steps]]
+plugin = "plugins/fail.wasm"
+config = { mode = "sleep", ms = 1500 }
+"#,
+    );
+    let server = work.start();
+    let r = server
+        .post_json("/hooks/slow", &json!({"late": true}))
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let ack: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(ack["status_url"], location);
+    let done = server
+        .wait_finished(
+            ack["execution_id"].as_str().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({"late": true}));
+}
+
+#[tokio::test]
+async fn an_execution_cut_off_by_a_crash_resumes_at_the_next_start() {
+    let work = Workdir::new();
+    work.manifest(
+        "long",
+        r#"
+[trigger]
+path = "long"
+auth = { kind = "none" }
+[[steps]]
+id = "first"
+plugin = "plugins/echo.wasm"
+[[steps]]
+id = "slow"
+plugin = "plugins/fail.wasm"
+config = { mode = "sleep", ms = 2000 }
+"#,
+    );
+    let server = work.start();
+    let r = server
+        .post_json("/hooks/long", &json!({"keep": "me"}))
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    let ack: serde_json::Value = r.json().await.unwrap();
+    let id = ack["execution_id"].as_str().unwrap().to_string();
+    // Wait until the first step is recorded, then crash mid second step.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+        if record["steps"][0]["status"] == "succeeded" {
+            assert_eq!(record["steps"][1]["status"], "pending");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first step never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+
+    let again = work.start();
+    let done = again.wait_finished(&id, Duration::from_secs(15)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({"keep": "me"}));
+    let first = &done["steps"][0]["attempts"];
+    assert_eq!(
+        first.as_array().unwrap().len(),
+        1,
+        "a finished step is not run again"
+    );
+}

@@ -166,6 +166,12 @@ impl Server {
         }
     }
 
+    /// Ends the server abruptly (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the server the way an operator does (SIGTERM) and waits.
     pub fn stop(mut self) {
         let pid = self.child.id().to_string();

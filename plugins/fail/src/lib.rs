@@ -7,7 +7,8 @@
 //! - `"trap"`: a WebAssembly trap (Rust panic);
 //! - `"loop"`: spins forever, until the step's timeout stops it;
 //! - `"alloc"`: allocates without bound, until the memory limit stops it;
-//! - `"flood"`: writes `config.bytes` bytes to stdout, then succeeds.
+//! - `"flood"`: writes `config.bytes` bytes to stdout, then succeeds;
+//! - `"sleep"`: sleeps `config.ms` milliseconds, then succeeds.
 //!
 //! With `config.until_attempt = N` the step succeeds from attempt N on, which
 //! shows retries at work.
@@ -24,8 +25,8 @@ impl Guest for Fail {
         PluginInfo {
             name: "fail".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Fails as configured: error, retryable, trap, loop, alloc or flood."
-                .into(),
+            description:
+                "Fails as configured: error, retryable, trap, loop, alloc, flood or sleep.".into(),
             config_schema: None,
         }
     }
@@ -76,6 +77,11 @@ impl Guest for Fail {
                     written += line.len() as u64;
                 }
                 let _ = out.flush();
+                Ok(ok(input.previous))
+            }
+            "sleep" => {
+                let ms = config.get("ms").and_then(Value::as_u64).unwrap_or(1000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(ok(input.previous))
             }
             other => Err(StepError::Permanent(format!(

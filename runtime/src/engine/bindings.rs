@@ -8,5 +8,5 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub use hookflow::plugin::log::Level;
-pub use hookflow::plugin::types::{Event, RequestMeta};
+pub use self::hookflow::plugin::log::Level;
+pub use self::hookflow::plugin::types::{Event, RequestMeta};

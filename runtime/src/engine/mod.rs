@@ -239,6 +239,8 @@ impl Engine {
             timeout: Duration::from_secs(5),
             memory: self.policy.max_memory.min(256 << 20),
         };
+        // Invariant: the semaphore is never closed.
+        let _slot = self.slots.acquire().await;
         let (mut store, _, _) = self.store(limits);
         let info = async {
             let step = pre.instantiate_async(&mut store).await?;
