@@ -26,13 +26,15 @@ pub fn plugin_dir() -> &'static Path {
     DIR.get_or_init(|| {
         hookflow::build::ensure_target(&mut std::io::stderr()).expect("wasm target");
         let plugins = repo_root().join("plugins");
+        let target = plugins.join("target");
         let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--release", "--quiet"])
+            .args(["build", "--release", "--quiet", "--target-dir"])
+            .arg(&target)
             .current_dir(&plugins)
             .status()
             .expect("run cargo for plugins/");
         assert!(status.success(), "building plugins/ failed");
-        plugins.join("target/wasm32-wasip2/release")
+        target.join("wasm32-wasip2/release")
     })
 }
 
