@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// Milliseconds since the Unix epoch, now.
@@ -49,9 +50,16 @@ impl Event {
         }
     }
 
-    pub fn payload(&self) -> Value {
-        serde_json::from_str(self.payload_text()).unwrap_or(Value::Null)
+    /// The payload as JSON (`null` when there is none).
+    pub fn payload(&self) -> Json {
+        RawValue::from_string(self.payload_text().to_string()).unwrap_or_else(|_| null())
     }
+}
+
+/// JSON `null`.
+pub fn null() -> Json {
+    // Invariant: "null" is valid JSON.
+    RawValue::from_string("null".into()).unwrap_or_default()
 }
 
 /// Where an execution is in its life.
@@ -140,15 +148,18 @@ pub struct ShapedResponse {
     pub body: Vec<u8>,
 }
 
+/// JSON kept as the text it came as: validated once, never rebuilt.
+pub type Json = Box<RawValue>;
+
 /// One try at running a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub number: u32,
     pub started_at_ms: u64,
     pub wall_time_us: u64,
     pub peak_memory_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
+    pub output: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
     pub logs: Vec<LogLine>,
@@ -173,7 +184,7 @@ pub enum StepStatus {
 }
 
 /// A step of an execution, with every attempt made at it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub id: String,
     /// The plugin file, relative to the workflow directory.
@@ -186,13 +197,13 @@ pub struct StepRecord {
 
 impl StepRecord {
     /// The output of the successful attempt, if any.
-    pub fn output(&self) -> Option<&Value> {
+    pub fn output(&self) -> Option<&Json> {
         self.attempts.last().and_then(|a| a.output.as_ref())
     }
 }
 
 /// One event through one workflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Execution {
     /// A UUID v7: ids sort by creation time.
     pub id: Uuid,
@@ -211,7 +222,7 @@ pub struct Execution {
     pub body_is_json: bool,
     pub steps: Vec<StepRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
+    pub output: Option<Json>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<ShapedResponse>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +271,6 @@ mod tests {
             is_json: true,
             ..event
         };
-        assert_eq!(json.payload()["a"], 1);
+        assert_eq!(json.payload().get(), "{\"a\":1}");
     }
 }

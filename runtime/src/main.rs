@@ -9,6 +9,11 @@ use hookflow::cli::{Cli, Command, ServeArgs};
 use hookflow::engine::{Engine, EnginePolicy};
 use hookflow::server::{Ready, Settings, describe_routes};
 
+// Many small, short-lived allocations on every request across threads:
+// mimalloc handles that pattern far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

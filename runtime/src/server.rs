@@ -53,6 +53,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/executions", get(api::executions))
         .route("/api/v1/executions/{id}", get(api::execution))
         .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
         .fallback(|| async { HttpError::NotFound("no such endpoint".into()) })
         .with_state(app)
 }

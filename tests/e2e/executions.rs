@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Workdir, one_step};
+use crate::support::{Go, Workdir, one_step};
 
 const NONE: &str = r#"{ kind = "none" }"#;
 
@@ -126,9 +126,8 @@ async fn the_plugin_sees_request_metadata_without_credentials() {
         .header("authorization", "Bearer other")
         .header("x-trace", "abc")
         .json(&json!({"k": "v"}))
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert_eq!(r.status().as_u16(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     let seen = &body["output"];
@@ -170,28 +169,21 @@ async fn api_requires_the_admin_token() {
     let r = server
         .client
         .get(server.url("/api/v1/executions"))
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     crate::support::error_body(r, 401, "unauthorized").await;
     let r = server
         .client
         .get(server.url("/api/v1/executions"))
         .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     crate::support::error_body(r, 401, "unauthorized").await;
     let (status, body) = server.api("/api/v1/executions?status=nope").await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad-request")));
     let (status, _) = server.api("/api/v1/executions/not-an-id").await;
     assert_eq!(status, 404);
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let r = server.client.get(server.url("/healthz")).go().await;
     assert_eq!(r.status().as_u16(), 200);
 }
 
@@ -231,6 +223,17 @@ async fn listing_filters_and_pages_newest_first() {
     let failed = failed["executions"].as_array().unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["workflow"], "b");
+
+    let metrics = server.client.get(server.url("/metrics")).go().await;
+    assert_eq!(metrics.status().as_u16(), 200);
+    let text = metrics.text().await.unwrap();
+    for line in [
+        "hookflow_executions_started_total 4",
+        "hookflow_executions_finished_total{status=\"succeeded\"} 3",
+        "hookflow_executions_finished_total{status=\"failed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use serde_json::json;
 
-use crate::support::{Workdir, error_body, one_step};
+use crate::support::{Go, Workdir, error_body, one_step};
 
 fn auth_workdir() -> Workdir {
     let work = Workdir::new();
@@ -39,37 +39,25 @@ async fn wrong_or_missing_credentials_are_401() {
     let server = work.start();
     let body = json!({"x": 1});
 
-    let r = server
-        .post("/hooks/auth/bearer")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post("/hooks/auth/bearer").json(&body).go().await;
     let err = error_body(r, 401, "unauthorized").await;
     assert!(err["message"].as_str().unwrap().contains("Bearer"));
     let r = server
         .post("/hooks/auth/bearer")
         .bearer_auth("bearer-secreT")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     error_body(r, 401, "unauthorized").await;
     let r = server
         .post("/hooks/auth/bearer")
         .bearer_auth("bearer-secret")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert_eq!(r.status().as_u16(), 202);
 
-    let r = server
-        .post("/hooks/auth/header")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = server.post("/hooks/auth/header").json(&body).go().await;
     let err = error_body(r, 401, "unauthorized").await;
     assert!(
         err["message"]
@@ -82,25 +70,22 @@ async fn wrong_or_missing_credentials_are_401() {
         .post("/hooks/auth/header")
         .header("x-webhook-secret", "nope")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     error_body(r, 401, "unauthorized").await;
     let r = server
         .post("/hooks/auth/header")
         .bearer_auth("header-secret")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     error_body(r, 401, "unauthorized").await;
     let r = server
         .post("/hooks/auth/header")
         .header("X-Webhook-Secret", "header-secret")
         .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert_eq!(r.status().as_u16(), 202);
 
     let (_, page) = server.api("/api/v1/executions").await;
@@ -130,28 +115,17 @@ plugin = "plugins/echo.wasm"
     error_body(r, 404, "not-found").await;
     let r = server.post_json("/hooks/a/b/c", &json!({})).await;
     error_body(r, 404, "not-found").await;
-    let r = server
-        .client
-        .get(server.url("/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+    let r = server.client.get(server.url("/nothing-here")).go().await;
     error_body(r, 404, "not-found").await;
-    let r = server
-        .client
-        .get(server.url("/hooks/a/b"))
-        .send()
-        .await
-        .unwrap();
+    let r = server.client.get(server.url("/hooks/a/b")).go().await;
     assert_eq!(r.headers()["allow"], "POST, PUT");
     error_body(r, 405, "method-not-allowed").await;
     let r = server
         .client
         .put(server.url("/hooks/a/b"))
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert_eq!(r.status().as_u16(), 202);
 }
 
@@ -172,9 +146,8 @@ async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
         .post("/hooks/big")
         .header("content-type", "application/json")
         .body(exact)
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert_eq!(r.status().as_u16(), 202);
 
     let over = vec![b' '; MIB + 1];
@@ -182,9 +155,8 @@ async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
         .post("/hooks/big")
         .header("content-type", "application/json")
         .body(over.clone())
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     error_body(r, 413, "payload-too-large").await;
 
     // Chunked: no Content-Length, the limit is found while streaming.
@@ -196,18 +168,12 @@ async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
         .post("/hooks/big")
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(stream::iter(chunks)))
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert!(r.headers().get("content-length").is_some_and(|v| v != "0"));
     error_body(r, 413, "payload-too-large").await;
 
-    let r = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let r = server.client.get(server.url("/healthz")).go().await;
     assert_eq!(r.status().as_u16(), 200, "still serving");
     let (_, page) = server.api("/api/v1/executions").await;
     assert_eq!(page["executions"].as_array().unwrap().len(), 1);
@@ -231,26 +197,19 @@ async fn malformed_json_is_400_and_other_types_pass_as_bytes() {
         .post("/hooks/j")
         .header("content-type", "application/json")
         .body("{\"a\":")
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     let err = error_body(r, 400, "invalid-json").await;
     assert!(err["message"].as_str().unwrap().contains("EOF"), "{err}");
-    let r = server
-        .post("/hooks/j")
-        .body("not json")
-        .send()
-        .await
-        .unwrap();
+    let r = server.post("/hooks/j").body("not json").go().await;
     error_body(r, 400, "invalid-json").await;
 
     let r = server
         .post("/hooks/j")
         .header("content-type", "text/plain")
         .body("plain words")
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     assert_eq!(r.status().as_u16(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["output"]["payload"], serde_json::Value::Null);
@@ -279,8 +238,7 @@ plugin = "plugins/echo.wasm"
         .post("/hooks/off")
         .bearer_auth("tok")
         .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .go()
+        .await;
     error_body(r, 422, "workflow-inactive").await;
 }

@@ -137,7 +137,7 @@ impl Server {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.post(path).json(body).send().await.expect("request")
+        self.post(path).json(body).go().await
     }
 
     /// `GET /api/v1/...` with the admin token; the status and JSON body.
@@ -194,6 +194,17 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Sends a request; a transport error fails the test.
+pub trait Go {
+    fn go(self) -> impl Future<Output = reqwest::Response>;
+}
+
+impl Go for reqwest::RequestBuilder {
+    async fn go(self) -> reqwest::Response {
+        self.send().await.expect("request")
     }
 }
 

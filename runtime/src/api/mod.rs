@@ -22,6 +22,45 @@ pub async fn healthz() -> Json<Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /metrics`: execution counters in the Prometheus text format. No
+/// token: it holds counts only.
+pub async fn metrics(State(app): State<Arc<App>>) -> impl axum::response::IntoResponse {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = app.runner.counters();
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# HELP hookflow_executions_started_total Executions handed to the runner (accepted or resumed).\n\
+         # TYPE hookflow_executions_started_total counter\n\
+         hookflow_executions_started_total {}",
+        c.started.load(Relaxed)
+    );
+    let _ = writeln!(
+        text,
+        "# HELP hookflow_executions_finished_total Executions that ended, by status.\n\
+         # TYPE hookflow_executions_finished_total counter"
+    );
+    for (status, n) in [
+        ("succeeded", &c.succeeded),
+        ("failed", &c.failed),
+        ("timed_out", &c.timed_out),
+    ] {
+        let _ = writeln!(
+            text,
+            "hookflow_executions_finished_total{{status=\"{status}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+}
+
 fn require_admin(app: &App, headers: &HeaderMap) -> Result<(), HttpError> {
     let Some(secret) = &app.admin_token else {
         return Err(HttpError::Unauthorized {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Level, hookflow::plugin::log};
@@ -97,9 +98,46 @@ impl IsTerminal for CapturePipe {
     }
 }
 
+impl CapturePipe {
+    fn append(&self, buf: &[u8]) {
+        let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = c.cap.saturating_sub(c.bytes.len());
+        let kept = buf.len().min(room);
+        c.bytes.extend_from_slice(&buf[..kept]);
+        c.dropped += buf.len() - kept;
+    }
+}
+
 impl StdoutStream for CapturePipe {
+    // A direct stream: the default adapter would spawn a task per stream
+    // and cost a cross-thread wake-up per write.
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
     fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
         Box::new(self.clone())
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturePipe {
+    async fn ready(&mut self) {}
+}
+
+impl OutputStream for CapturePipe {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always writable: what is past the cap is counted and dropped.
+        Ok(64 * 1024)
     }
 }
 
@@ -109,11 +147,7 @@ impl tokio::io::AsyncWrite for CapturePipe {
         _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let mut c = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let room = c.cap.saturating_sub(c.bytes.len());
-        let kept = buf.len().min(room);
-        c.bytes.extend_from_slice(&buf[..kept]);
-        c.dropped += buf.len() - kept;
+        self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }
 

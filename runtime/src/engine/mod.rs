@@ -18,16 +18,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{
-    Config, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, UpdateDeadline,
+    Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy,
+    UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::execution::{ErrorKind, Event, LogLine, ShapedResponse, StepError};
+use crate::execution::{ErrorKind, Event, Json, LogLine, ShapedResponse, StepError};
 use bindings::{Step, StepPre};
 use host::{CapturePipe, Host, Limiter, Logs};
 
@@ -45,6 +46,9 @@ pub struct EnginePolicy {
     pub log_cap: usize,
     /// Bytes of output a step may return.
     pub max_output: usize,
+    /// Use the pooling instance allocator (the default, and what a server
+    /// wants); `false` maps memory on demand for every instance.
+    pub pooling: bool,
 }
 
 impl Default for EnginePolicy {
@@ -55,6 +59,7 @@ impl Default for EnginePolicy {
             tick: Duration::from_millis(10),
             log_cap: 64 * 1024,
             max_output: 4 << 20,
+            pooling: true,
         }
     }
 }
@@ -136,7 +141,7 @@ pub struct StepCall<'a> {
 /// A step's successful result.
 #[derive(Debug, Clone)]
 pub struct StepSuccess {
-    pub output: Value,
+    pub output: Json,
     pub halt: bool,
     pub response: Option<ShapedResponse>,
 }
@@ -151,6 +156,10 @@ pub struct StepRun {
     pub peak_memory: usize,
 }
 
+/// Bytes of each pooled memory, table and stack kept resident between
+/// instances.
+const KEEP_RESIDENT: usize = 2 << 20;
+
 /// Extra time past a step's deadline before the host stops waiting for it,
 /// for the rare case where the guest is inside a host call when the
 /// deadline passes.
@@ -164,14 +173,25 @@ impl Engine {
             .total_memories(policy.max_instances * 2)
             .total_tables(policy.max_instances * 8)
             .total_stacks(policy.max_instances)
-            .max_memory_size(policy.max_memory);
+            .max_memory_size(policy.max_memory)
+            // Reset a slot by zeroing what a call dirtied (found through
+            // PAGEMAP_SCAN where the kernel has it) and keep it resident:
+            // no madvise, no page faults, no TLB shootdown per call.
+            .pagemap_scan(Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(KEEP_RESIDENT)
+            .async_stack_keep_resident(KEEP_RESIDENT);
 
         let mut config = Config::new();
         config
             .strategy(Strategy::Cranelift)
             .wasm_component_model(true)
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(if policy.pooling {
+                InstanceAllocationStrategy::Pooling(pool)
+            } else {
+                InstanceAllocationStrategy::OnDemand
+            });
         let wasmtime =
             wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
 
@@ -363,7 +383,7 @@ impl Engine {
                 ),
             ));
         }
-        let output = serde_json::from_str(&out.output).map_err(|e| {
+        let output = RawValue::from_string(out.output).map_err(|e| {
             step_error(
                 ErrorKind::Permanent,
                 format!("the step's output is not valid JSON: {e}"),

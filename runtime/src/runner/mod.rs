@@ -8,10 +8,10 @@
 //! accepted but not finished resume from their first unfinished step.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::config::Retries;
 use crate::engine::{Engine, StepCall, StepLimits, StepRun};
 use crate::execution::{
-    Attempt, ErrorKind, Event, Execution, Status, StepRecord, StepStatus, now_ms,
+    Attempt, ErrorKind, Event, Execution, Json, Status, StepRecord, StepStatus, now_ms, null,
 };
 use crate::registry::{Registry, Workflow};
 use crate::store::Store;
@@ -36,6 +36,28 @@ pub struct Runner {
     engine: Arc<Engine>,
     store: Store,
     tasks: TaskTracker,
+    counters: Arc<Counters>,
+}
+
+/// Running totals since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Executions handed to the runner: accepted, or resumed at start.
+    pub started: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub timed_out: AtomicU64,
+}
+
+impl Counters {
+    fn finished(&self, status: Status) {
+        let counter = match status {
+            Status::Succeeded => &self.succeeded,
+            Status::TimedOut => &self.timed_out,
+            _ => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A new `queued` execution of `workflow` for `event`, with a fresh UUID v7.
@@ -81,13 +103,19 @@ impl Runner {
             engine,
             store,
             tasks: TaskTracker::new(),
+            counters: Arc::default(),
         }
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// Runs `job` in the background. The receiver gets the finished record
     /// (drop it to not wait).
     pub fn start(&self, job: Job) -> oneshot::Receiver<Execution> {
         let (tx, rx) = oneshot::channel();
+        self.counters.started.fetch_add(1, Ordering::Relaxed);
         let runner = self.clone();
         self.tasks.spawn(async move {
             let done = runner.run(job).await;
@@ -167,12 +195,12 @@ impl Runner {
         let deadline = Instant::now() + workflow.spec.limits.execution_timeout;
 
         let start = execution.first_unfinished_step();
-        let mut previous: Value = match start {
+        let mut previous: Json = match start {
             0 => event.payload(),
             n => execution.steps[n - 1]
                 .output()
                 .cloned()
-                .unwrap_or(Value::Null),
+                .unwrap_or_else(null),
         };
         for index in start..workflow.spec.steps.len() {
             let spec = &workflow.spec.steps[index];
@@ -213,6 +241,7 @@ impl Runner {
 
     async fn finish(&self, mut execution: Execution) -> Execution {
         execution.finished_at_ms = Some(now_ms());
+        self.counters.finished(execution.status);
         if let Err(e) = self.store.put(&execution, None).await {
             tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
         }
@@ -227,13 +256,12 @@ impl Runner {
         execution: &mut Execution,
         event: &Event,
         index: usize,
-        previous: &Value,
+        previous: &Json,
         deadline: Instant,
     ) -> StepEnd {
         let spec = &workflow.spec.steps[index];
         let plugin = &workflow.plugins[index];
         let is_last = index + 1 == workflow.spec.steps.len();
-        let previous_text = previous.to_string();
         let config_text = spec.config.to_string();
         loop {
             let number = execution.steps[index].attempts.len() as u32 + 1;
@@ -257,7 +285,7 @@ impl Runner {
                 workflow: &workflow.spec.name,
                 step_id: &spec.id,
                 event,
-                previous: &previous_text,
+                previous: previous.get(),
                 config: &config_text,
                 attempt: number,
                 idempotency_key: format!("{}:{}", execution.id, spec.id),
@@ -340,8 +368,8 @@ impl Runner {
 }
 
 enum StepEnd {
-    Next(Value),
-    Halt(Value),
+    Next(Json),
+    Halt(Json),
     Failed { timed_out: bool, message: String },
 }
 

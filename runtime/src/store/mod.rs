@@ -35,13 +35,41 @@ pub enum StoreError {
     Closed,
 }
 
-/// Pending writes the writer takes into one transaction, at most.
+/// Records the writer takes into one transaction, at most (a single larger
+/// batch still commits whole).
 const MAX_BATCH: usize = 512;
 
-struct Write {
-    execution: Execution,
-    /// The event body, written with the first record of an execution.
+/// One record to write: an execution and, with its first record, the
+/// event body.
+pub type Record = (Execution, Option<Bytes>);
+
+/// A record encoded by its caller, so the single writer thread spends its
+/// time on the B-tree and the fsync, not on JSON.
+struct Encoded {
+    id: u128,
+    workflow: String,
+    finished: bool,
+    json: Vec<u8>,
     body: Option<Bytes>,
+}
+
+impl Encoded {
+    fn new(execution: &Execution, body: Option<Bytes>) -> Self {
+        Self {
+            id: execution.id.as_u128(),
+            workflow: execution.workflow.clone(),
+            finished: execution.status.is_finished(),
+            // Invariant: an `Execution` holds only strings, numbers and JSON
+            // values, which always serialise.
+            json: serde_json::to_vec(execution).unwrap_or_default(),
+            body,
+        }
+    }
+}
+
+/// Records that commit together, and who waits for them.
+struct Write {
+    records: Vec<Encoded>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -96,12 +124,23 @@ impl Store {
     /// Durably records an execution (and, the first time, its event body).
     /// Resolves once the transaction holding it has committed.
     pub async fn put(&self, execution: &Execution, body: Option<Bytes>) -> Result<(), StoreError> {
+        self.write(vec![Encoded::new(execution, body)]).await
+    }
+
+    /// Durably records several executions in one transaction.
+    pub async fn put_batch(&self, records: Vec<Record>) -> Result<(), StoreError> {
+        self.write(
+            records
+                .into_iter()
+                .map(|(e, b)| Encoded::new(&e, b))
+                .collect(),
+        )
+        .await
+    }
+
+    async fn write(&self, records: Vec<Encoded>) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
-        let write = Write {
-            execution: execution.clone(),
-            body,
-            done,
-        };
+        let write = Write { records, done };
         self.writer
             .send(write)
             .await
@@ -213,12 +252,16 @@ fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
 /// Takes every pending write into one transaction, commits it durably, then
 /// answers each writer. Ends when every `Store` handle is dropped.
 fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Write> = Vec::new();
     while let Some(first) = rx.blocking_recv() {
+        let mut records = first.records.len();
         batch.push(first);
-        while batch.len() < MAX_BATCH {
+        while records < MAX_BATCH {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) => {
+                    records += w.records.len();
+                    batch.push(w);
+                }
                 Err(_) => break,
             }
         }
@@ -241,18 +284,14 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), redb::Error> {
         let mut bodies = txn.open_table(BODIES)?;
         let mut by_workflow = txn.open_table(BY_WORKFLOW)?;
         let mut unfinished = txn.open_table(UNFINISHED)?;
-        for w in batch {
-            let e = &w.execution;
-            let id = e.id.as_u128();
-            // Invariant: an `Execution` holds only strings, numbers and JSON
-            // values, which always serialise.
-            let record = serde_json::to_vec(e).unwrap_or_default();
-            executions.insert(id, record.as_slice())?;
-            if let Some(body) = &w.body {
+        for r in batch.iter().flat_map(|w| &w.records) {
+            let id = r.id;
+            executions.insert(id, r.json.as_slice())?;
+            if let Some(body) = &r.body {
                 bodies.insert(id, body.as_ref())?;
-                by_workflow.insert((e.workflow.as_str(), id), ())?;
+                by_workflow.insert((r.workflow.as_str(), id), ())?;
             }
-            if e.status.is_finished() {
+            if r.finished {
                 unfinished.remove(id)?;
             } else {
                 unfinished.insert(id, ())?;
