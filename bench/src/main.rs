@@ -1,0 +1,361 @@
+//! hookflow's benchmark harness: one command that builds what it needs,
+//! starts servers on 127.0.0.1, runs every scenario and prints a table.
+//!
+//! `cargo run --release -p hookflow-bench` (add `-- --quick` for a short
+//! run). See BENCHMARKS.md for the scenarios and the latest figures.
+
+mod load;
+mod micro;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+
+use load::{Connections, Outcome, Target};
+use servers::{Server, metrics_totals};
+
+#[derive(Parser)]
+#[command(about = "Run hookflow's benchmarks and print the figures")]
+struct Args {
+    /// A short run (about a minute) that exercises every scenario.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per measured run (closed loop and open loop each).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Open-loop rate as a fraction of the closed-loop maximum.
+    #[arg(long, default_value_t = 0.75)]
+    open_fraction: f64,
+    /// Run only the HTTP scenarios, or only the micro-benchmarks.
+    #[arg(long, value_parser = ["http", "micro"])]
+    only: Option<String>,
+}
+
+const MODES: [Connections; 5] = [
+    Connections::KeepAlive(1),
+    Connections::KeepAlive(16),
+    Connections::KeepAlive(64),
+    Connections::KeepAlive(256),
+    Connections::NewEach(64),
+];
+
+struct Row {
+    scenario: &'static str,
+    conns: Connections,
+    max_rate: f64,
+    open_rate: f64,
+    open: Outcome,
+    errors: u64,
+    extra: String,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seconds = args.seconds.unwrap_or(if args.quick { 1.0 } else { 4.0 });
+    let run_for = Duration::from_secs_f64(seconds);
+    let micro_budget = Duration::from_secs_f64(seconds / 2.0);
+    let started = Instant::now();
+
+    let root = repo_root();
+    let bins = std::env::current_exe()?
+        .parent()
+        .context("the harness binary has a directory")?
+        .to_path_buf();
+    let profile = if cfg!(debug_assertions) {
+        "dev"
+    } else {
+        "release"
+    };
+    servers::build(&root, profile)?;
+    let work = tempfile::tempdir_in(root.join("target")).context("work dir under target/")?;
+
+    print_machine(&root, work.path(), profile)?;
+
+    if args.only.as_deref() != Some("micro") {
+        http(&args, &bins, &root, work.path(), run_for).await?;
+    }
+    if args.only.as_deref() != Some("http") {
+        // 5-6. Micro.
+        let echo_wasm = root.join("plugins/target/wasm32-wasip2/release/echo.wasm");
+        let mut timings = micro::wasm(&echo_wasm, micro_budget).await?;
+        timings.extend(micro::store(work.path(), micro_budget).await?);
+        print_micro(&timings);
+    }
+    println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Scenarios 1-4: the baseline, then hookflow, each at every connection mode.
+async fn http(
+    args: &Args,
+    bins: &Path,
+    root: &Path,
+    work: &Path,
+    run_for: Duration,
+) -> anyhow::Result<()> {
+    let mut rows: Vec<Row> = Vec::new();
+    // 1. Baseline: bare axum.
+    {
+        let server = Server::baseline(&bins.join("baseline"))?;
+        let addr = server.addr;
+        let body = vec![b'x'; 1024];
+        let hello = Target::new(addr, "GET", "/", &[], b"", 200);
+        let echo = Target::new(addr, "POST", "/echo", &[], &body, 200);
+        for conns in MODES {
+            rows.push(
+                measure(
+                    "baseline: hello",
+                    &hello,
+                    conns,
+                    run_for,
+                    args.open_fraction,
+                    None,
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    "baseline: read 1 KiB body",
+                    &echo,
+                    conns,
+                    run_for,
+                    args.open_fraction,
+                    None,
+                )
+                .await,
+            );
+        }
+    }
+    // 2-4. hookflow.
+    {
+        let dir = servers::workflows(work, root)?;
+        let server = Server::hookflow(&bins.join("hookflow"), &dir, &work.join("bench.redb"))?;
+        let addr = server.addr;
+        let payload = servers::payload_1k();
+        let json = [("content-type", "application/json")];
+        let unauthorized = Target::new(addr, "POST", "/hooks/auth", &json, &payload, 401);
+        let big = vec![b' '; 2048];
+        let too_large = Target::new(addr, "POST", "/hooks/limit", &json, &big, 413);
+        let async_echo = Target::new(addr, "POST", "/hooks/async", &json, &payload, 202);
+        let sync_chain = Target::new(addr, "POST", "/hooks/sync", &json, &payload, 200);
+        for conns in MODES {
+            rows.push(
+                measure(
+                    "ingress: 401 bad token",
+                    &unauthorized,
+                    conns,
+                    run_for,
+                    args.open_fraction,
+                    None,
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    "ingress: 413 over max_body",
+                    &too_large,
+                    conns,
+                    run_for,
+                    args.open_fraction,
+                    None,
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    "async: 1-step echo, 1 KiB (ack)",
+                    &async_echo,
+                    conns,
+                    run_for,
+                    args.open_fraction,
+                    Some(addr),
+                )
+                .await,
+            );
+            rows.push(
+                measure(
+                    "sync: json-map > echo > json-map",
+                    &sync_chain,
+                    conns,
+                    run_for,
+                    args.open_fraction,
+                    None,
+                )
+                .await,
+            );
+        }
+        server.stop();
+    }
+
+    print_http(&rows);
+    Ok(())
+}
+
+/// Closed loop for the highest rate, then open loop at a fraction of it for
+/// latencies free of coordinated omission. For async rows, also waits for
+/// the executions to finish and reports how fast they did.
+async fn measure(
+    scenario: &'static str,
+    target: &Target,
+    conns: Connections,
+    run_for: Duration,
+    fraction: f64,
+    executions_of: Option<std::net::SocketAddr>,
+) -> Row {
+    let before = match executions_of {
+        Some(addr) => metrics_totals(addr).await.ok(),
+        None => None,
+    };
+    let t0 = Instant::now();
+    let closed = load::run(target, conns, run_for, None).await;
+    let mut extra = String::new();
+    if let (Some(addr), Some(before)) = (executions_of, before) {
+        match servers::wait_drained(addr, Duration::from_secs(120)).await {
+            Ok(after) => {
+                let done = after.succeeded - before.succeeded;
+                let rate = done as f64 / t0.elapsed().as_secs_f64();
+                extra = format!("{done} succeeded at {rate:.0}/s");
+            }
+            Err(e) => extra = format!("not drained: {e}"),
+        }
+    }
+    // At most one request per connection every 2 ms: the timer wheel ticks
+    // in milliseconds, and a finer schedule would measure the client.
+    let rate = (closed.rate() * fraction).min(conns.count() as f64 * 500.0);
+    let open = load::run(target, conns, run_for, Some(rate)).await;
+    if let Some(addr) = executions_of {
+        let _ = servers::wait_drained(addr, Duration::from_secs(120)).await;
+    }
+    Row {
+        scenario,
+        conns,
+        open_rate: rate,
+        max_rate: closed.rate(),
+        errors: closed.errors + open.errors,
+        open,
+        extra,
+    }
+}
+
+fn conns_label(c: Connections) -> String {
+    match c {
+        Connections::KeepAlive(n) => format!("{n}"),
+        Connections::NewEach(n) => format!("{n} new"),
+    }
+}
+
+fn print_http(rows: &[Row]) {
+    println!("\n## HTTP scenarios\n");
+    println!(
+        "req/s: closed-loop maximum. Latencies: open loop at that fraction of it, from the scheduled send time. Ratio: req/s over baseline hello at the same connections.\n"
+    );
+    println!(
+        "| scenario | conns | req/s | p50 ms | p99 ms | p99.9 ms | errors | vs baseline | executions |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|");
+    for r in rows {
+        let base = rows
+            .iter()
+            .find(|b| b.scenario == "baseline: hello" && b.conns == r.conns)
+            .map_or(f64::NAN, |b| b.max_rate);
+        println!(
+            "| {} | {} | {:.0} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            r.scenario,
+            conns_label(r.conns),
+            r.max_rate,
+            100.0 * r.max_rate / base,
+            r.open_rate,
+            r.open.percentile_ms(0.50),
+            r.open.percentile_ms(0.99),
+            r.open.percentile_ms(0.999),
+            r.errors,
+            r.extra
+        );
+    }
+}
+
+fn print_micro(timings: &[micro::Timing]) {
+    println!("\n## Micro-benchmarks\n");
+    println!("| what | per op | ops/s |");
+    println!("|---|---:|---:|");
+    for t in timings {
+        println!(
+            "| {} | {:.1} us | {:.0} |",
+            t.label,
+            t.per_op.as_secs_f64() * 1e6,
+            t.ops_per_sec
+        );
+    }
+    if let (Some(one), Some(best)) = (
+        timings
+            .iter()
+            .find(|t| t.label.starts_with("store: 1 record")),
+        timings
+            .iter()
+            .filter(|t| t.label.starts_with("store:"))
+            .map(|t| t.ops_per_sec)
+            .reduce(f64::max),
+    ) {
+        println!(
+            "\nstore: best batch is {:.1}x one record per transaction",
+            best / one.ops_per_sec
+        );
+    }
+}
+
+fn print_machine(root: &Path, work: &Path, profile: &str) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let (fsync_p50, fsync_max) = micro::fsync_latency(work, 200)?;
+    let rustc = std::process::Command::new("rustc")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let version = |name: &str| {
+        let marker = format!("name = \"{name}\"\nversion = \"");
+        lock.split(&marker)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!("# hookflow benchmarks\n");
+    println!("- machine: {cores} cores, {cpu}");
+    println!(
+        "- disk: 4 KiB write + fdatasync p50 {:.2} ms, max {:.2} ms (200 rounds)",
+        fsync_p50.as_secs_f64() * 1e3,
+        fsync_max.as_secs_f64() * 1e3
+    );
+    println!(
+        "- build: {profile} profile; {rustc}; wasmtime {}, axum {}, hyper {}, tokio {}, redb {}",
+        version("wasmtime"),
+        version("axum"),
+        version("hyper"),
+        version("tokio"),
+        version("redb")
+    );
+    if profile != "release" {
+        println!("- note: not a release build; figures are for checking the harness only");
+    }
+    Ok(())
+}
