@@ -12,7 +12,7 @@ use axum::routing::{any, get};
 use tokio::net::TcpListener;
 
 use crate::api;
-use crate::config::{Diagnostic, Mode, Secret};
+use crate::config::{Auth, Diagnostic, Mode, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
 use crate::ingress::{self, HttpError};
 use crate::registry::{self, Registry, Shared};
@@ -131,10 +131,14 @@ pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
                 Mode::Sync => "sync",
             };
             let state = if w.spec.enabled { "" } else { ", disabled" };
+            // A path token is a secret: never printed.
+            let path = match t.auth {
+                Auth::PathToken { .. } => "t/<token>",
+                _ => t.path.as_str(),
+            };
             format!(
-                "  {} {base}/hooks/{} -> {} ({mode}{state})",
+                "  {} {base}/hooks/{path} -> {} ({mode}{state})",
                 methods.join("|"),
-                t.path,
                 w.spec.name
             )
         })

@@ -8,3 +8,4 @@ mod executions;
 mod failures;
 mod ingress;
 mod readme;
+mod signatures;

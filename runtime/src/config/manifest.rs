@@ -43,7 +43,7 @@ fn default_true() -> bool {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTrigger {
-    path: Spanned<String>,
+    path: Option<Spanned<String>>,
     methods: Option<Spanned<Vec<Method>>>,
     #[serde(default)]
     mode: Mode,
@@ -65,6 +65,37 @@ enum RawAuth {
         header: String,
         secrets: Vec<String>,
     },
+    PathToken {
+        secrets: Vec<String>,
+    },
+    StandardWebhooks {
+        secrets: Vec<String>,
+        tolerance: Option<String>,
+    },
+    Github {
+        secrets: Vec<String>,
+    },
+    Stripe {
+        secrets: Vec<String>,
+        tolerance: Option<String>,
+    },
+    HmacSha256 {
+        header: String,
+        #[serde(default)]
+        encoding: Encoding,
+        #[serde(default)]
+        prefix: String,
+        secrets: Vec<String>,
+    },
+}
+
+/// How a generic signature header encodes its MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    #[default]
+    Hex,
+    Base64,
 }
 
 #[derive(Deserialize)]
@@ -139,6 +170,21 @@ impl Secret {
     pub fn matches(&self, candidate: &[u8]) -> bool {
         self.0.len() == candidate.len() && bool::from(self.0.ct_eq(candidate))
     }
+
+    /// The secret's bytes, for a MAC key or a digest.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A Standard Webhooks secret: `whsec_` (optional) then base64.
+pub fn decode_standard_secret(text: &str) -> Result<Secret, String> {
+    use base64::Engine as _;
+    let b64 = text.strip_prefix("whsec_").unwrap_or(text);
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map(Secret::new)
+        .map_err(|_| "a standard-webhooks secret is `whsec_` followed by base64".to_string())
 }
 
 impl std::fmt::Debug for Secret {
@@ -160,6 +206,42 @@ pub enum Auth {
         header: String,
         secrets: Vec<Secret>,
     },
+    /// The token is the URL: `/hooks/t/{token}`.
+    PathToken { secrets: Vec<Secret> },
+    /// Standard Webhooks signatures (`webhook-id`, `webhook-timestamp`,
+    /// `webhook-signature`). Secrets are the decoded key bytes.
+    StandardWebhooks {
+        secrets: Vec<Secret>,
+        tolerance: Duration,
+    },
+    /// GitHub's `X-Hub-Signature-256`.
+    Github { secrets: Vec<Secret> },
+    /// Stripe's `Stripe-Signature`.
+    Stripe {
+        secrets: Vec<Secret>,
+        tolerance: Duration,
+    },
+    /// HMAC-SHA256 of the body in any header.
+    HmacSha256 {
+        /// Lower case.
+        header: String,
+        prefix: String,
+        encoding: Encoding,
+        secrets: Vec<Secret>,
+    },
+}
+
+impl Auth {
+    /// Signature kinds need the raw body; the others are checked first.
+    pub fn needs_body(&self) -> bool {
+        matches!(
+            self,
+            Auth::StandardWebhooks { .. }
+                | Auth::Github { .. }
+                | Auth::Stripe { .. }
+                | Auth::HmacSha256 { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -262,7 +344,10 @@ pub fn load_dir(dir: &Path) -> (Vec<WorkflowSpec>, Vec<Diagnostic>) {
             });
             return false;
         }
-        if let Some(first) = paths.get(&spec.trigger.path) {
+        if let Some(first) = paths
+            .get(&spec.trigger.path)
+            .filter(|_| !spec.trigger.path.is_empty())
+        {
             problems.push(Diagnostic {
                 file: spec.file.clone(),
                 line: Some(spec.path_line),
@@ -358,7 +443,13 @@ impl Validator<'_> {
             }
         };
         let trigger_span = raw.trigger.span();
-        let path_line = self.line(raw.trigger.get_ref().path.span());
+        let path_line = self.line(
+            raw.trigger
+                .get_ref()
+                .path
+                .as_ref()
+                .map_or(trigger_span.clone(), Spanned::span),
+        );
         let trigger = self.trigger(raw.trigger.into_inner(), trigger_span);
         let limits = self.limits(raw.limits);
         if raw.steps.is_empty() {
@@ -393,10 +484,33 @@ impl Validator<'_> {
     }
 
     fn trigger(&mut self, raw: RawTrigger, span: Range<usize>) -> TriggerSpec {
-        let path = raw.path.get_ref().clone();
-        if let Err(why) = check_route(&path) {
-            self.error(raw.path.span(), why);
-        }
+        let path_token = matches!(
+            raw.auth.as_ref().map(Spanned::get_ref),
+            Some(RawAuth::PathToken { .. })
+        );
+        let path = match (&raw.path, path_token) {
+            (Some(p), true) => {
+                self.error(
+                    p.span(),
+                    "a path-token trigger is served at /hooks/t/{token}: remove `path`",
+                );
+                String::new()
+            }
+            (Some(p), false) => {
+                if let Err(why) = check_route(p.get_ref()) {
+                    self.error(p.span(), why);
+                }
+                p.get_ref().clone()
+            }
+            (None, true) => String::new(),
+            (None, false) => {
+                self.error(
+                    span.clone(),
+                    "trigger.path is missing: the webhook is served at /hooks/{path}",
+                );
+                String::new()
+            }
+        };
         let methods = match raw.methods {
             Some(m) if m.get_ref().is_empty() => {
                 self.error(
@@ -455,30 +569,88 @@ impl Validator<'_> {
     }
 
     fn auth(&mut self, raw: RawAuth, span: Range<usize>) -> Auth {
+        let tolerance = |v: &mut Self, t: Option<String>| match t {
+            None => Duration::from_secs(300),
+            Some(t) => match parse_duration(&t) {
+                Ok(d) => d,
+                Err(e) => {
+                    v.error(span.clone(), e);
+                    Duration::from_secs(300)
+                }
+            },
+        };
         match raw {
             RawAuth::None {} => Auth::None,
+            RawAuth::PathToken { secrets } => {
+                let secrets = self.secrets(secrets, span.clone());
+                if secrets.iter().any(|s| !is_url_token(s.expose())) {
+                    self.error(span, "a path token may hold only letters, digits, `-` and `_`, at least 16 of them");
+                }
+                Auth::PathToken { secrets }
+            }
+            RawAuth::StandardWebhooks {
+                secrets,
+                tolerance: t,
+            } => {
+                let raw = self.secrets(secrets, span.clone());
+                let mut secrets = Vec::new();
+                for s in raw {
+                    match std::str::from_utf8(s.expose())
+                        .map_err(|e| e.to_string())
+                        .and_then(decode_standard_secret)
+                    {
+                        Ok(k) => secrets.push(k),
+                        Err(e) => self.error(span.clone(), e),
+                    }
+                }
+                Auth::StandardWebhooks {
+                    secrets,
+                    tolerance: tolerance(self, t),
+                }
+            }
+            RawAuth::Github { secrets } => Auth::Github {
+                secrets: self.secrets(secrets, span),
+            },
+            RawAuth::Stripe {
+                secrets,
+                tolerance: t,
+            } => Auth::Stripe {
+                secrets: self.secrets(secrets, span.clone()),
+                tolerance: tolerance(self, t),
+            },
+            RawAuth::HmacSha256 {
+                header,
+                encoding,
+                prefix,
+                secrets,
+            } => Auth::HmacSha256 {
+                header: self.header_name(&header, span.clone()),
+                prefix,
+                encoding,
+                secrets: self.secrets(secrets, span),
+            },
             RawAuth::Bearer { secrets } => Auth::Bearer {
                 secrets: self.secrets(secrets, span),
             },
-            RawAuth::Header { header, secrets } => {
-                let name = header.to_ascii_lowercase();
-                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                    self.error(
-                        span.clone(),
-                        format!("`{header}` is not a valid header name"),
-                    );
-                } else if matches!(
-                    name.as_str(),
-                    "content-length" | "content-type" | "host" | "transfer-encoding" | "connection"
-                ) {
-                    self.error(span.clone(), format!("`{name}` cannot carry a token"));
-                }
-                Auth::Header {
-                    header: name,
-                    secrets: self.secrets(secrets, span),
-                }
-            }
+            RawAuth::Header { header, secrets } => Auth::Header {
+                header: self.header_name(&header, span.clone()),
+                secrets: self.secrets(secrets, span),
+            },
         }
+    }
+
+    /// A header that can carry a credential, lower-cased.
+    fn header_name(&mut self, header: &str, span: Range<usize>) -> String {
+        let name = header.to_ascii_lowercase();
+        if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.error(span, format!("`{header}` is not a valid header name"));
+        } else if matches!(
+            name.as_str(),
+            "content-length" | "content-type" | "host" | "transfer-encoding" | "connection"
+        ) {
+            self.error(span, format!("`{name}` cannot carry a token"));
+        }
+        name
     }
 
     fn secrets(&mut self, refs: Vec<String>, span: Range<usize>) -> Vec<Secret> {
@@ -691,6 +863,12 @@ impl Validator<'_> {
             },
         }
     }
+}
+
+fn is_url_token(s: &[u8]) -> bool {
+    s.len() >= 16
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(b))
 }
 
 fn is_slug(s: &str) -> bool {

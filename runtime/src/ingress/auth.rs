@@ -6,21 +6,38 @@
 use axum::http::HeaderMap;
 
 use super::error::HttpError;
+use super::signature;
 use crate::config::{Auth, Secret};
 
-/// Headers that carry credentials for any auth kind; never shown to a
-/// plugin nor stored.
-const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
+/// Headers that carry credentials or signatures for any auth kind; never
+/// shown to a plugin nor stored.
+const CREDENTIAL_HEADERS: [&str; 7] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "webhook-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "stripe-signature",
+];
 
 /// Whether `name` (lower case) carries a credential under `auth`.
 pub fn is_credential(auth: &Auth, name: &str) -> bool {
     CREDENTIAL_HEADERS.contains(&name)
-        || matches!(auth, Auth::Header { header, .. } if header == name)
+        || matches!(auth, Auth::Header { header, .. } | Auth::HmacSha256 { header, .. } if header == name)
 }
 
+/// Checks what can be checked before the body is read. Signature kinds
+/// pass here and are verified by [`check_signed`]; a path token was
+/// checked by routing.
 pub fn check(auth: &Auth, headers: &HeaderMap) -> Result<(), HttpError> {
     match auth {
-        Auth::None => Ok(()),
+        Auth::None
+        | Auth::PathToken { .. }
+        | Auth::StandardWebhooks { .. }
+        | Auth::Github { .. }
+        | Auth::Stripe { .. }
+        | Auth::HmacSha256 { .. } => Ok(()),
         Auth::Bearer { secrets } => {
             let token = headers
                 .get("authorization")
@@ -45,6 +62,31 @@ pub fn check(auth: &Auth, headers: &HeaderMap) -> Result<(), HttpError> {
             verify(secrets, token.as_bytes(), false)
         }
     }
+}
+
+/// Verifies a signature kind over the raw body (other kinds pass).
+pub fn check_signed(auth: &Auth, headers: &HeaderMap, body: &[u8]) -> Result<(), HttpError> {
+    let now = std::time::SystemTime::now();
+    let result = match auth {
+        Auth::StandardWebhooks { secrets, tolerance } => {
+            signature::standard_webhooks(secrets, *tolerance, headers, body, now)
+        }
+        Auth::Github { secrets } => signature::github(secrets, headers, body),
+        Auth::Stripe { secrets, tolerance } => {
+            signature::stripe(secrets, *tolerance, headers, body, now)
+        }
+        Auth::HmacSha256 {
+            header,
+            prefix,
+            encoding,
+            secrets,
+        } => signature::hmac_sha256(secrets, header, prefix, *encoding, headers, body),
+        _ => Ok(()),
+    };
+    result.map_err(|message| HttpError::Unauthorized {
+        message,
+        bearer: false,
+    })
 }
 
 /// Compares against every secret without stopping early.

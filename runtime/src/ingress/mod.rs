@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod signature;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,10 +37,19 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         .unwrap_or_default()
         .to_string();
     let registry = app.registry.load();
-    let workflow = registry
-        .route(&path)
-        .cloned()
-        .ok_or_else(|| HttpError::NotFound(format!("no workflow is served at /hooks/{path}")))?;
+    let found = match path.strip_prefix("t/") {
+        Some(token) => registry.route_token(token),
+        None => registry.route(&path),
+    };
+    let workflow = found.cloned().ok_or_else(|| {
+        // Never echo a path token back.
+        let shown = if path.starts_with("t/") {
+            "t/…"
+        } else {
+            path.as_str()
+        };
+        HttpError::NotFound(format!("no workflow is served at /hooks/{shown}"))
+    })?;
     drop(registry);
     let spec = &workflow.spec;
     let trigger = &spec.trigger;
@@ -58,17 +68,26 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         });
     }
     auth::check(&trigger.auth, req.headers())?;
-    if !spec.enabled {
+    let signed = trigger.auth.needs_body();
+    if !signed && !spec.enabled {
         return Err(HttpError::Inactive(spec.name.clone()));
     }
 
     let request = request_meta(&workflow, &req);
-    let content_type = req
-        .headers()
+    let (parts, body) = req.into_parts();
+    let content_type = parts
+        .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = read_body(req, trigger.max_body).await?;
+    let body = read_body(&parts.headers, body, trigger.max_body).await?;
+    if signed {
+        // Signatures cover the raw bytes: checked before anything parses them.
+        auth::check_signed(&trigger.auth, &parts.headers, &body)?;
+        if !spec.enabled {
+            return Err(HttpError::Inactive(spec.name.clone()));
+        }
+    }
     let is_json = !body.is_empty() && is_json_type(content_type.as_deref());
     if is_json {
         serde_json::from_slice::<serde::de::IgnoredAny>(&body)
@@ -177,9 +196,8 @@ fn shaped_response(shaped: ShapedResponse) -> Response {
 
 /// Reads the body, failing with 413 as soon as it passes `limit`, whether
 /// or not a Content-Length announced it.
-async fn read_body(req: Request, limit: u64) -> Result<Bytes, HttpError> {
-    let announced = req
-        .headers()
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, HttpError> {
+    let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -187,7 +205,7 @@ async fn read_body(req: Request, limit: u64) -> Result<Bytes, HttpError> {
         return Err(HttpError::TooLarge { limit });
     }
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(req.into_body(), limit_usize).collect().await {
+    match Limited::new(body, limit_usize).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(HttpError::TooLarge { limit })
@@ -218,9 +236,14 @@ fn request_meta(workflow: &Workflow, req: &Request) -> RequestMeta {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
+    // A path token is a credential: it is not kept, nor shown to a step.
+    let path = match workflow.spec.trigger.auth {
+        crate::config::Auth::PathToken { .. } => "/hooks/t/{token}".to_string(),
+        _ => req.uri().path().to_string(),
+    };
     RequestMeta {
         method: req.method().as_str().to_string(),
-        path: req.uri().path().to_string(),
+        path,
         query: req.uri().query().unwrap_or_default().to_string(),
         headers: visible_headers(workflow, req.headers()),
         remote_addr,

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
-use crate::config::{self, Diagnostic, WorkflowSpec};
+use sha2::{Digest, Sha256};
+
+use crate::config::{self, Auth, Diagnostic, WorkflowSpec};
 use crate::engine::{Engine, Plugin};
 
 /// The live snapshot, replaced atomically on reload.
@@ -32,12 +34,25 @@ pub struct Workflow {
 pub struct Registry {
     by_name: BTreeMap<String, Arc<Workflow>>,
     by_path: HashMap<String, Arc<Workflow>>,
+    /// Path-token workflows by SHA-256 of each active token: the lookup
+    /// takes the same time whatever the token, and no token is kept as a
+    /// map key.
+    by_token: HashMap<[u8; 32], Arc<Workflow>>,
+}
+
+fn token_digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
 }
 
 impl Registry {
     /// The workflow served at `/hooks/{path}`.
     pub fn route(&self, path: &str) -> Option<&Arc<Workflow>> {
         self.by_path.get(path)
+    }
+
+    /// The workflow served at `/hooks/t/{token}`.
+    pub fn route_token(&self, token: &str) -> Option<&Arc<Workflow>> {
+        self.by_token.get(&token_digest(token.as_bytes()))
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<Workflow>> {
@@ -92,14 +107,35 @@ pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic
                 }
             }
         }
+        let tokens: Vec<[u8; 32]> = match &spec.trigger.auth {
+            Auth::PathToken { secrets } => {
+                secrets.iter().map(|s| token_digest(s.expose())).collect()
+            }
+            _ => Vec::new(),
+        };
+        if let Some(taken) = tokens.iter().find_map(|t| registry.by_token.get(t)) {
+            problems.push(Diagnostic::file(
+                &spec.file,
+                format!(
+                    "a path token is already used by workflow `{}`",
+                    taken.spec.name
+                ),
+            ));
+            continue;
+        }
         let workflow = Arc::new(Workflow {
             slots: Arc::new(Semaphore::new(spec.limits.concurrency)),
             spec,
             plugins,
         });
-        registry
-            .by_path
-            .insert(workflow.spec.trigger.path.clone(), workflow.clone());
+        for t in tokens {
+            registry.by_token.insert(t, workflow.clone());
+        }
+        if !workflow.spec.trigger.path.is_empty() {
+            registry
+                .by_path
+                .insert(workflow.spec.trigger.path.clone(), workflow.clone());
+        }
         registry
             .by_name
             .insert(workflow.spec.name.clone(), workflow);
