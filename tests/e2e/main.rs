@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod executions;
 mod failures;
+mod idempotency;
 mod ingress;
 mod readme;
 mod signatures;

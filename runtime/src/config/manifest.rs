@@ -50,6 +50,20 @@ struct RawTrigger {
     sync_timeout: Option<Spanned<String>>,
     max_body: Option<Spanned<String>>,
     auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    on_duplicate: OnDuplicate,
+    idempotency_window: Option<Spanned<String>>,
+}
+
+/// What a repeated idempotency key gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicate {
+    /// The original answer again, with `Idempotent-Replayed: true`.
+    #[default]
+    Replay,
+    /// `409 duplicate` with the original execution id.
+    Conflict,
 }
 
 #[derive(Deserialize)]
@@ -253,6 +267,9 @@ pub struct TriggerSpec {
     pub sync_timeout: Duration,
     pub max_body: u64,
     pub auth: Auth,
+    pub on_duplicate: OnDuplicate,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -558,6 +575,8 @@ impl Validator<'_> {
                 Auth::None
             }
         };
+        let idempotency_window =
+            self.duration(raw.idempotency_window, Duration::from_secs(7 * 24 * 3600));
         TriggerSpec {
             path,
             methods,
@@ -565,6 +584,8 @@ impl Validator<'_> {
             sync_timeout,
             max_body,
             auth,
+            on_duplicate: raw.on_duplicate,
+            idempotency_window,
         }
     }
 

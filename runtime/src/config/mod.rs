@@ -10,7 +10,7 @@ mod units;
 
 pub use diagnostic::Diagnostic;
 pub use manifest::{
-    Auth, BuildTarget, Encoding, Method, Mode, Retries, Secret, StepSpec, TriggerSpec,
+    Auth, BuildTarget, Encoding, Method, Mode, OnDuplicate, Retries, Secret, StepSpec, TriggerSpec,
     WorkflowLimits, WorkflowSpec, build_targets, decode_standard_secret, load_dir, load_file,
     package_name,
 };

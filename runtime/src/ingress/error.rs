@@ -32,6 +32,8 @@ pub enum HttpError {
     Unavailable(String),
     #[error("the workflow failed: {message}")]
     WorkflowFailed { execution_id: Uuid, message: String },
+    #[error("this idempotency key was already used by execution {execution_id}")]
+    Duplicate { execution_id: Uuid },
 }
 
 impl HttpError {
@@ -68,6 +70,7 @@ impl HttpError {
                 "workflow-failed",
                 "Workflow failed",
             ),
+            HttpError::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate", "Duplicate"),
         }
     }
 }
@@ -76,7 +79,9 @@ impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
         let mut body = json!({ "code": code, "title": title, "message": self.to_string() });
-        if let HttpError::WorkflowFailed { execution_id, .. } = &self {
+        if let HttpError::WorkflowFailed { execution_id, .. }
+        | HttpError::Duplicate { execution_id } = &self
+        {
             body["execution_id"] = json!(execution_id);
         }
         let mut response = (status, Json(body)).into_response();

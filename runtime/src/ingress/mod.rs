@@ -21,11 +21,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::config::{Method, Mode};
+use crate::config::{Auth, Method, Mode, OnDuplicate};
 use crate::execution::{Event, Execution, RequestMeta, ShapedResponse, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Job, new_execution};
 use crate::server::App;
+use crate::store::{Claim, IdempotencyKey};
 pub use error::HttpError;
 
 /// The handler behind `/hooks/{*path}`.
@@ -100,14 +101,24 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         is_json,
     });
 
+    let key = idempotency_key(&trigger.auth, &parts.headers, &event)?.map(|k| {
+        let expires = now_ms().saturating_add(
+            u64::try_from(trigger.idempotency_window.as_millis()).unwrap_or(u64::MAX),
+        );
+        IdempotencyKey::new(&spec.name, &k, expires)
+    });
     let execution = new_execution(&workflow, &event, "webhook");
-    app.store
-        .put(&execution, Some(event.body.clone()))
+    let claim = app
+        .store
+        .put_new(&execution, event.body.clone(), key)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, workflow = %spec.name, "cannot record event");
             HttpError::Unavailable("the event could not be stored; try again".into())
         })?;
+    if let Claim::Duplicate(original) = claim {
+        return duplicate(&app, trigger, original).await;
+    }
 
     let id = execution.id;
     let mode = trigger.mode;
@@ -125,6 +136,72 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         // Still running (or the server is stopping): the sender can follow it.
         Ok(Err(_)) | Err(_) => Ok(accepted(id)),
     }
+}
+
+/// The longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 255;
+
+/// The delivery's idempotency key: `Idempotency-Key`, else the provider's
+/// delivery id. Never derived from the body's bytes (a Stripe event id is
+/// a field the sender set, not a hash).
+fn idempotency_key(
+    auth: &Auth,
+    headers: &HeaderMap,
+    event: &Event,
+) -> Result<Option<String>, HttpError> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let key = header("idempotency-key").or_else(|| match auth {
+        Auth::StandardWebhooks { .. } => header("webhook-id"),
+        Auth::Github { .. } => header("x-github-delivery"),
+        Auth::Stripe { .. } if event.is_json => {
+            #[derive(serde::Deserialize)]
+            struct StripeEvent {
+                id: Option<String>,
+            }
+            serde_json::from_slice::<StripeEvent>(&event.body)
+                .ok()
+                .and_then(|e| e.id)
+        }
+        _ => None,
+    });
+    match key {
+        Some(k) if k.len() > MAX_KEY_LEN => Err(HttpError::BadRequest(format!(
+            "the idempotency key is {} bytes; the limit is {MAX_KEY_LEN}",
+            k.len()
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// The answer to a delivery whose key is already held by `original`.
+async fn duplicate(
+    app: &App,
+    trigger: &crate::config::TriggerSpec,
+    original: uuid::Uuid,
+) -> Result<Response, HttpError> {
+    if trigger.on_duplicate == OnDuplicate::Conflict {
+        return Err(HttpError::Duplicate {
+            execution_id: original,
+        });
+    }
+    let execution = app.store.get(original).await.ok().flatten();
+    let mut response = match execution {
+        Some(e) if trigger.mode == Mode::Sync && e.status.is_finished() => {
+            finished_response(e).unwrap_or_else(IntoResponse::into_response)
+        }
+        _ => accepted(original),
+    };
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
 }
 
 fn status_url(id: uuid::Uuid) -> String {

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::execution::{Execution, Status};
-use tables::{BODIES, BY_WORKFLOW, EXECUTIONS, UNFINISHED};
+use tables::{BODIES, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, UNFINISHED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,10 +67,39 @@ impl Encoded {
     }
 }
 
+/// An idempotency key to claim together with a new execution.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// `{workflow}\0{key}`: keys are per workflow.
+    scoped: String,
+    expires_at_ms: u64,
+}
+
+impl IdempotencyKey {
+    pub fn new(workflow: &str, key: &str, expires_at_ms: u64) -> Self {
+        Self {
+            scoped: format!("{workflow}\0{key}"),
+            expires_at_ms,
+        }
+    }
+}
+
+/// What came of recording a new execution under an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The execution was recorded.
+    New,
+    /// The key was taken (and not expired): nothing was recorded; this is
+    /// the execution that holds it.
+    Duplicate(Uuid),
+}
+
 /// Records that commit together, and who waits for them.
 struct Write {
     records: Vec<Encoded>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    /// Claimed in the same transaction as `records` (one record then).
+    key: Option<IdempotencyKey>,
+    done: oneshot::Sender<Result<Claim, StoreError>>,
 }
 
 /// A handle to the store; cheap to clone.
@@ -124,23 +153,40 @@ impl Store {
     /// Durably records an execution (and, the first time, its event body).
     /// Resolves once the transaction holding it has committed.
     pub async fn put(&self, execution: &Execution, body: Option<Bytes>) -> Result<(), StoreError> {
-        self.write(vec![Encoded::new(execution, body)]).await
+        self.write(vec![Encoded::new(execution, body)], None)
+            .await
+            .map(drop)
+    }
+
+    /// Records a new execution and its body, claiming `key` in the same
+    /// transaction. When the key is already held, nothing is written and
+    /// the holder is returned: concurrent duplicates make one execution.
+    pub async fn put_new(
+        &self,
+        execution: &Execution,
+        body: Bytes,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Claim, StoreError> {
+        self.write(vec![Encoded::new(execution, Some(body))], key)
+            .await
     }
 
     /// Durably records several executions in one transaction.
     pub async fn put_batch(&self, records: Vec<Record>) -> Result<(), StoreError> {
-        self.write(
-            records
-                .into_iter()
-                .map(|(e, b)| Encoded::new(&e, b))
-                .collect(),
-        )
-        .await
+        let records = records
+            .into_iter()
+            .map(|(e, b)| Encoded::new(&e, b))
+            .collect();
+        self.write(records, None).await.map(drop)
     }
 
-    async fn write(&self, records: Vec<Encoded>) -> Result<(), StoreError> {
+    async fn write(
+        &self,
+        records: Vec<Encoded>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Claim, StoreError> {
         let (done, wait) = oneshot::channel();
-        let write = Write { records, done };
+        let write = Write { records, key, done };
         self.writer
             .send(write)
             .await
@@ -265,39 +311,184 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Write>) {
                 Err(_) => break,
             }
         }
-        let result = commit(db, &batch).map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, writes = batch.len(), "store commit failed");
-        }
-        for w in batch.drain(..) {
-            let _ = w.done.send(result.clone().map_err(StoreError::Write));
+        match commit(db, &batch) {
+            Ok(claims) => {
+                for (w, claim) in batch.drain(..).zip(claims) {
+                    let _ = w.done.send(Ok(claim));
+                }
+            }
+            Err(e) => {
+                let e = e.to_string();
+                tracing::error!(error = %e, writes = batch.len(), "store commit failed");
+                for w in batch.drain(..) {
+                    let _ = w.done.send(Err(StoreError::Write(e.clone())));
+                }
+            }
         }
     }
 }
 
-fn commit(db: &Database, batch: &[Write]) -> Result<(), redb::Error> {
+/// Commits a batch; returns each write's claim, in order.
+fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Claim>, redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    let mut claims = Vec::with_capacity(batch.len());
     {
         let mut executions = txn.open_table(EXECUTIONS)?;
         let mut bodies = txn.open_table(BODIES)?;
         let mut by_workflow = txn.open_table(BY_WORKFLOW)?;
         let mut unfinished = txn.open_table(UNFINISHED)?;
-        for r in batch.iter().flat_map(|w| &w.records) {
-            let id = r.id;
-            executions.insert(id, r.json.as_slice())?;
-            if let Some(body) = &r.body {
-                bodies.insert(id, body.as_ref())?;
-                by_workflow.insert((r.workflow.as_str(), id), ())?;
+        let mut keys = txn.open_table(IDEMPOTENCY)?;
+        let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
+        let now = crate::execution::now_ms();
+        prune_keys(&mut keys, &mut expiry, now)?;
+        for w in batch {
+            let claim = match (&w.key, w.records.first()) {
+                (Some(key), Some(record)) => {
+                    let held = keys
+                        .get(key.scoped.as_str())?
+                        .map(|v| v.value())
+                        .filter(|&(_, expires)| expires > now);
+                    match held {
+                        Some((id, _)) => Claim::Duplicate(Uuid::from_u128(id)),
+                        None => {
+                            keys.insert(key.scoped.as_str(), (record.id, key.expires_at_ms))?;
+                            expiry.insert((key.expires_at_ms, key.scoped.as_str()), ())?;
+                            Claim::New
+                        }
+                    }
+                }
+                _ => Claim::New,
+            };
+            claims.push(claim);
+            if claim != Claim::New {
+                continue;
             }
-            if r.finished {
-                unfinished.remove(id)?;
-            } else {
-                unfinished.insert(id, ())?;
+            for r in &w.records {
+                let id = r.id;
+                executions.insert(id, r.json.as_slice())?;
+                if let Some(body) = &r.body {
+                    bodies.insert(id, body.as_ref())?;
+                    by_workflow.insert((r.workflow.as_str(), id), ())?;
+                }
+                if r.finished {
+                    unfinished.remove(id)?;
+                } else {
+                    unfinished.insert(id, ())?;
+                }
             }
         }
     }
     txn.commit()?;
+    Ok(claims)
+}
+
+/// Drops up to 256 expired idempotency keys: pruning keeps pace with
+/// writes without making any one commit long.
+fn prune_keys(
+    keys: &mut redb::Table<&str, (u128, u64)>,
+    expiry: &mut redb::Table<(u64, &str), ()>,
+    now: u64,
+) -> Result<(), redb::Error> {
+    let expired: Vec<(u64, String)> = expiry
+        .range((0, "")..(now, ""))?
+        .take(256)
+        .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+        .collect::<Result<_, _>>()?;
+    for (at, key) in expired {
+        expiry.remove((at, key.as_str()))?;
+        // A key re-claimed since holds a later expiry: keep it.
+        let current = keys.get(key.as_str())?.map(|v| v.value().1);
+        if current.is_some_and(|c| c <= now) {
+            keys.remove(key.as_str())?;
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execution::{RequestMeta, Status};
+
+    fn execution() -> Execution {
+        Execution {
+            id: Uuid::now_v7(),
+            workflow: "w".into(),
+            status: Status::Queued,
+            trigger: "webhook".into(),
+            created_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            request: RequestMeta {
+                method: "POST".into(),
+                path: "/hooks/w".into(),
+                query: String::new(),
+                headers: vec![],
+                remote_addr: String::new(),
+                received_at_ms: 0,
+            },
+            content_type: None,
+            body_len: 0,
+            body_is_json: false,
+            steps: vec![],
+            output: None,
+            response: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_is_held_until_it_expires_then_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let far = crate::execution::now_ms() + 60_000;
+        let first = execution();
+        let key = |exp| Some(IdempotencyKey::new("w", "k", exp));
+        assert_eq!(
+            store.put_new(&first, Bytes::new(), key(far)).await.unwrap(),
+            Claim::New
+        );
+        let second = execution();
+        assert_eq!(
+            store
+                .put_new(&second, Bytes::new(), key(far))
+                .await
+                .unwrap(),
+            Claim::Duplicate(first.id)
+        );
+        assert!(
+            store.get(second.id).await.unwrap().is_none(),
+            "a duplicate writes nothing"
+        );
+        // Another workflow's key of the same name is another key.
+        let other = IdempotencyKey::new("v", "k", far);
+        assert_eq!(
+            store
+                .put_new(&execution(), Bytes::new(), Some(other))
+                .await
+                .unwrap(),
+            Claim::New
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let past = crate::execution::now_ms() - 1;
+        assert_eq!(
+            store
+                .put_new(&execution(), Bytes::new(), key(past))
+                .await
+                .unwrap(),
+            Claim::New
+        );
+        // Expired: claimable again (and pruned on the way).
+        assert_eq!(
+            store
+                .put_new(&execution(), Bytes::new(), key(far))
+                .await
+                .unwrap(),
+            Claim::New
+        );
+    }
 }

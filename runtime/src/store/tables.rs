@@ -11,3 +11,9 @@ pub const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
 pub const BY_WORKFLOW: TableDefinition<(&str, u128), ()> = TableDefinition::new("by_workflow");
 /// id -> (): executions accepted and not yet finished.
 pub const UNFINISHED: TableDefinition<u128, ()> = TableDefinition::new("unfinished");
+/// "{workflow}\0{key}" -> (execution id, expires at ms): idempotency keys.
+pub const IDEMPOTENCY: TableDefinition<&str, (u128, u64)> = TableDefinition::new("idempotency");
+/// (expires at ms, "{workflow}\0{key}") -> (): keys in expiry order, for
+/// pruning.
+pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
