@@ -22,8 +22,9 @@ fn event(payload_len: usize) -> Event {
         let filler = "x".repeat(payload_len.saturating_sub(12));
         Bytes::from(format!("{{\"data\":\"{filler}\"}}"))
     };
-    Event {
-        request: RequestMeta {
+    let is_json = !body.is_empty();
+    Event::new(
+        RequestMeta {
             method: "POST".into(),
             path: "/hooks/bench".into(),
             query: String::new(),
@@ -31,10 +32,10 @@ fn event(payload_len: usize) -> Event {
             remote_addr: "127.0.0.1:1".into(),
             received_at_ms: 0,
         },
-        content_type: Some("application/json".into()),
-        is_json: !body.is_empty(),
+        Some("application/json".into()),
         body,
-    }
+        is_json,
+    )
 }
 
 async fn time_calls(engine: &Engine, plugin: &Plugin, event: &Event, budget: Duration) -> Duration {

@@ -36,11 +36,43 @@ pub struct Event {
     pub body: Bytes,
     /// The body is a JSON document (already validated at ingress).
     pub is_json: bool,
+    /// A form-encoded body as a JSON object (set by [`Event::new`]).
+    pub form: Option<Json>,
 }
 
 impl Event {
-    /// The payload as JSON text: the body itself when it is JSON, else `null`.
+    /// An event; a form-encoded body also becomes a JSON object of its
+    /// fields (a repeated field becomes an array).
+    pub fn new(
+        request: RequestMeta,
+        content_type: Option<String>,
+        body: Bytes,
+        is_json: bool,
+    ) -> Self {
+        let form = content_type
+            .as_deref()
+            .and_then(|ct| ct.split(';').next())
+            .filter(|essence| {
+                essence
+                    .trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+            .map(|_| form_object(&body));
+        Self {
+            request,
+            content_type,
+            body,
+            is_json,
+            form,
+        }
+    }
+
+    /// The payload as JSON text: the body itself when it is JSON, the
+    /// fields of a form, else `null`.
     pub fn payload_text(&self) -> &str {
+        if let Some(form) = &self.form {
+            return form.get();
+        }
         if self.is_json {
             // Invariant: `is_json` is only set after serde_json accepted the
             // body, and serde_json rejects invalid UTF-8.
@@ -54,6 +86,22 @@ impl Event {
     pub fn payload(&self) -> Json {
         RawValue::from_string(self.payload_text().to_string()).unwrap_or_else(|_| null())
     }
+}
+
+fn form_object(body: &[u8]) -> Json {
+    let mut fields = serde_json::Map::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        let v = Value::String(v.into_owned());
+        match fields.get_mut(k.as_ref()) {
+            Some(Value::Array(list)) => list.push(v),
+            Some(first) => *first = Value::Array(vec![first.take(), v]),
+            None => {
+                fields.insert(k.into_owned(), v);
+            }
+        }
+    }
+    // Invariant: a map of strings always serialises.
+    serde_json::value::to_raw_value(&fields).unwrap_or_else(|_| null())
 }
 
 /// JSON `null`.
@@ -265,6 +313,7 @@ mod tests {
             content_type: Some("text/plain".into()),
             body: Bytes::from_static(b"{\"a\":1}"),
             is_json: false,
+            form: None,
         };
         assert_eq!(event.payload_text(), "null");
         let json = Event {
@@ -272,5 +321,27 @@ mod tests {
             ..event
         };
         assert_eq!(json.payload().get(), "{\"a\":1}");
+    }
+
+    #[test]
+    fn a_form_body_becomes_an_object() {
+        let event = Event::new(
+            RequestMeta {
+                method: "POST".into(),
+                path: "/hooks/x".into(),
+                query: String::new(),
+                headers: vec![],
+                remote_addr: String::new(),
+                received_at_ms: 0,
+            },
+            Some("application/x-www-form-urlencoded; charset=utf-8".into()),
+            Bytes::from_static(b"name=John+Doe&tag=a&tag=b&emp_id=33&x=%26"),
+            false,
+        );
+        let v: Value = serde_json::from_str(event.payload_text()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"name": "John Doe", "tag": ["a", "b"], "emp_id": "33", "x": "&"})
+        );
     }
 }

@@ -8,5 +8,6 @@ mod executions;
 mod failures;
 mod idempotency;
 mod ingress;
+mod input;
 mod readme;
 mod signatures;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::execution::{Execution, Status};
+use crate::execution::{Event, Execution, Status};
 use crate::ingress::HttpError;
 use crate::server::App;
 use crate::store::ListFilter;
@@ -91,13 +91,16 @@ pub async fn execution(
         .await
         .map_err(unavailable)?
         .ok_or_else(not_found)?;
-    let payload = if execution.body_is_json {
-        let body = app.store.body(uuid).await.map_err(unavailable)?;
-        body.and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    } else {
-        Value::Null
-    };
+    let body = app.store.body(uuid).await.map_err(unavailable)?;
+    let payload = body.map_or(Value::Null, |body| {
+        let event = Event::new(
+            execution.request.clone(),
+            execution.content_type.clone(),
+            body,
+            execution.body_is_json,
+        );
+        serde_json::from_str(event.payload_text()).unwrap_or(Value::Null)
+    });
     let mut value = serde_json::to_value(&execution).map_err(|e| unavailable(e.to_string()))?;
     value["payload"] = payload;
     Ok(Json(value))

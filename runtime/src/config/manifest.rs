@@ -34,6 +34,52 @@ struct RawManifest {
     #[serde(default)]
     steps: Vec<Spanned<RawStep>>,
     limits: Option<RawLimits>,
+    input: Option<Spanned<toml::Table>>,
+}
+
+/// The type of a typed input field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    String,
+    Number,
+    Integer,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl FieldType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::String => "a string",
+            FieldType::Number => "a number",
+            FieldType::Integer => "an integer",
+            FieldType::Boolean => "a boolean",
+            FieldType::Object => "an object",
+            FieldType::Array => "an array",
+        }
+    }
+
+    pub fn accepts(self, v: &serde_json::Value) -> bool {
+        match self {
+            FieldType::String => v.is_string(),
+            FieldType::Number => v.is_number(),
+            FieldType::Integer => v.is_i64() || v.is_u64(),
+            FieldType::Boolean => v.is_boolean(),
+            FieldType::Object => v.is_object(),
+            FieldType::Array => v.is_array(),
+        }
+    }
+}
+
+/// A typed input field (`[input]`): the payload must carry it, with this
+/// type, unless it is optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputField {
+    pub name: String,
+    pub kind: FieldType,
+    pub required: bool,
 }
 
 fn default_true() -> bool {
@@ -316,6 +362,8 @@ pub struct WorkflowSpec {
     pub trigger: TriggerSpec,
     pub steps: Vec<StepSpec>,
     pub limits: WorkflowLimits,
+    /// Typed input fields; empty when the payload is not checked.
+    pub input: Vec<InputField>,
 }
 
 /// Reads every `*.toml` in `dir`. Returns the valid workflows and every
@@ -487,7 +535,9 @@ impl Validator<'_> {
             }
             steps.push(step);
         }
+        let input = raw.input.map(|t| self.input(t)).unwrap_or_default();
         WorkflowSpec {
+            input,
             name,
             description: raw.description,
             enabled: raw.enabled,
@@ -498,6 +548,46 @@ impl Validator<'_> {
             steps,
             limits,
         }
+    }
+
+    /// `[input]`: `name = "string"`, or `name = { type = "string", required = false }`.
+    fn input(&mut self, table: Spanned<toml::Table>) -> Vec<InputField> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            #[serde(rename = "type")]
+            kind: FieldType,
+            #[serde(default = "default_true")]
+            required: bool,
+        }
+        let span = table.span();
+        let mut fields = Vec::new();
+        for (name, value) in table.into_inner() {
+            let parsed = match value {
+                toml::Value::String(t) => FieldType::deserialize(toml::Value::String(t))
+                    .map(|kind| Full {
+                        kind,
+                        required: true,
+                    })
+                    .map_err(|e| e.to_string()),
+                other => Full::deserialize(other).map_err(|e| e.to_string()),
+            };
+            match parsed {
+                Ok(f) => fields.push(InputField {
+                    name,
+                    kind: f.kind,
+                    required: f.required,
+                }),
+                Err(e) => self.error(
+                    span.clone(),
+                    format!(
+                        "input `{name}`: {}; write \"string\", \"number\", \"integer\", \"boolean\", \"object\" or \"array\", or {{ type = \"...\", required = false }}",
+                        e.trim()
+                    ),
+                ),
+            }
+        }
+        fields
     }
 
     fn trigger(&mut self, raw: RawTrigger, span: Range<usize>) -> TriggerSpec {

@@ -34,6 +34,15 @@ pub enum HttpError {
     WorkflowFailed { execution_id: Uuid, message: String },
     #[error("this idempotency key was already used by execution {execution_id}")]
     Duplicate { execution_id: Uuid },
+    #[error("the input is not valid: {}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
+    InvalidInput(Vec<FieldError>),
+}
+
+/// One problem with a typed input field.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
 }
 
 impl HttpError {
@@ -71,6 +80,11 @@ impl HttpError {
                 "Workflow failed",
             ),
             HttpError::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate", "Duplicate"),
+            HttpError::InvalidInput(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Invalid input",
+            ),
         }
     }
 }
@@ -83,6 +97,9 @@ impl IntoResponse for HttpError {
         | HttpError::Duplicate { execution_id } = &self
         {
             body["execution_id"] = json!(execution_id);
+        }
+        if let HttpError::InvalidInput(errors) = &self {
+            body["errors"] = json!(errors);
         }
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();

@@ -21,12 +21,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use crate::config::{Auth, Method, Mode, OnDuplicate};
+use crate::config::{Auth, InputField, Method, Mode, OnDuplicate};
 use crate::execution::{Event, Execution, RequestMeta, ShapedResponse, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Job, new_execution};
 use crate::server::App;
 use crate::store::{Claim, IdempotencyKey};
+use error::FieldError;
 pub use error::HttpError;
 
 /// The handler behind `/hooks/{*path}`.
@@ -94,12 +95,10 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         serde_json::from_slice::<serde::de::IgnoredAny>(&body)
             .map_err(|e| HttpError::BadJson(e.to_string()))?;
     }
-    let event = Arc::new(Event {
-        request,
-        content_type,
-        body,
-        is_json,
-    });
+    let event = Arc::new(Event::new(request, content_type, body, is_json));
+    if !spec.input.is_empty() {
+        check_input(&spec.input, event.payload_text())?;
+    }
 
     let key = idempotency_key(&trigger.auth, &parts.headers, &event)?.map(|k| {
         let expires = now_ms().saturating_add(
@@ -135,6 +134,56 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         Ok(Ok(finished)) => finished_response(finished),
         // Still running (or the server is stopping): the sender can follow it.
         Ok(Err(_)) | Err(_) => Ok(accepted(id)),
+    }
+}
+
+/// Checks the payload against the typed input fields; reports every
+/// problem at once.
+fn check_input(fields: &[InputField], payload: &str) -> Result<(), HttpError> {
+    let payload: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let Some(object) = payload.as_object() else {
+        return Err(HttpError::InvalidInput(vec![FieldError {
+            field: String::new(),
+            message: "the payload must be a JSON object (or a form)".into(),
+        }]));
+    };
+    let errors: Vec<FieldError> = fields
+        .iter()
+        .filter_map(|f| {
+            let message = match object.get(&f.name) {
+                None | Some(serde_json::Value::Null) if f.required => {
+                    format!("`{}` is required ({})", f.name, f.kind.as_str())
+                }
+                None | Some(serde_json::Value::Null) => return None,
+                Some(v) if f.kind.accepts(v) => return None,
+                Some(v) => format!(
+                    "`{}` must be {}, not {}",
+                    f.name,
+                    f.kind.as_str(),
+                    json_kind(v)
+                ),
+            };
+            Some(FieldError {
+                field: f.name.clone(),
+                message,
+            })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(HttpError::InvalidInput(errors))
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 

@@ -158,12 +158,12 @@ impl Runner {
             if !same_steps {
                 execution.steps = step_records(workflow);
             }
-            let event = Arc::new(Event {
-                request: execution.request.clone(),
-                content_type: execution.content_type.clone(),
+            let event = Arc::new(Event::new(
+                execution.request.clone(),
+                execution.content_type.clone(),
                 body,
-                is_json: execution.body_is_json,
-            });
+                execution.body_is_json,
+            ));
             tracing::info!(%id, workflow = %execution.workflow, "resuming execution");
             drop(self.start(Job {
                 workflow: workflow.clone(),

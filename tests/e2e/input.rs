@@ -1,0 +1,96 @@
+//! Typed input (ToolJet's parameters) and form-encoded bodies.
+
+use serde_json::{Value, json};
+
+use crate::support::{Go, Workdir, error_body, one_step};
+
+#[tokio::test]
+async fn typed_input_lists_every_violated_field() {
+    let work = Workdir::new();
+    work.file("token", "tooljet-token").manifest(
+        "employees",
+        &one_step(
+            "employees",
+            "sync",
+            r#"{ kind = "bearer", secrets = ["file:token"] }"#,
+            "echo",
+            "{}",
+        )
+        .replace(
+            "[[steps]]",
+            "[input]\nname = \"string\"\nemp_id = \"number\"\nteam = { type = \"string\", required = false }\n\n[[steps]]",
+        ),
+    );
+    let server = work.start();
+    let send = |body: Value| {
+        server
+            .post("/hooks/employees")
+            .bearer_auth("tooljet-token")
+            .json(&body)
+            .go()
+    };
+    // ToolJet's documented example.
+    let ok = send(json!({"name": "John Doe", "emp_id": 33})).await;
+    assert_eq!(ok.status(), 200);
+    let ok: Value = ok.json().await.unwrap();
+    assert_eq!(ok["output"], json!({"name": "John Doe", "emp_id": 33}));
+
+    let bad = send(json!({"emp_id": "33", "team": 7})).await;
+    let err = error_body(bad, 422, "invalid-input").await;
+    let fields: Vec<&str> = err["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields.len(), 3, "{err}");
+    for f in ["name", "emp_id", "team"] {
+        assert!(fields.contains(&f), "{err}");
+    }
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("`name` is required"), "{message}");
+    assert!(
+        message.contains("`emp_id` must be a number, not a string"),
+        "{message}"
+    );
+
+    let not_object = send(json!([1, 2])).await;
+    error_body(not_object, 422, "invalid-input").await;
+    let (_, page) = server.api("/api/v1/executions?workflow=employees").await;
+    assert_eq!(
+        page["executions"].as_array().unwrap().len(),
+        1,
+        "refused input is not recorded"
+    );
+}
+
+#[tokio::test]
+async fn a_form_body_reaches_the_plugin_as_an_object() {
+    let work = Workdir::new();
+    work.manifest(
+        "form",
+        &one_step(
+            "form",
+            "sync",
+            r#"{ kind = "none" }"#,
+            "echo",
+            "{ full = true }",
+        ),
+    );
+    let server = work.start();
+    let r = server
+        .post("/hooks/form?via=slack")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("command=%2Fdeploy&text=web+now&tag=a&tag=b")
+        .go()
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let seen = &body["output"];
+    assert_eq!(
+        seen["payload"],
+        json!({"command": "/deploy", "text": "web now", "tag": ["a", "b"]})
+    );
+    assert_eq!(seen["request"]["query"], "via=slack");
+    assert_eq!(seen["content_type"], "application/x-www-form-urlencoded");
+}
