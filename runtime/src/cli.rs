@@ -46,6 +46,12 @@ pub struct ServeArgs {
     /// Build plugin sources first (as `hookflow build DIR`).
     #[arg(long)]
     pub build: bool,
+    /// Webhook requests handled at once; more are shed with 503.
+    #[arg(long, env = "HOOKFLOW_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Executions accepted and not finished; past it webhooks get 503.
+    #[arg(long, env = "HOOKFLOW_MAX_QUEUED", default_value_t = 10_000)]
+    pub max_queued: u64,
     /// Seconds shutdown waits for running executions; the rest resume on
     /// the next start.
     #[arg(long, env = "HOOKFLOW_DRAIN_SECS", default_value_t = 10)]

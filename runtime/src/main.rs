@@ -79,6 +79,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         db: args.db,
         admin_token: args.admin_token,
         engine: EnginePolicy::default(),
+        max_in_flight: args.max_in_flight,
+        max_queued: args.max_queued,
     };
     let ready = Ready::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -26,6 +26,10 @@ pub struct Settings {
     pub db: PathBuf,
     pub admin_token: Option<String>,
     pub engine: EnginePolicy,
+    /// Webhook requests handled at once; more get 503.
+    pub max_in_flight: usize,
+    /// Executions started and not finished; more webhooks get 503.
+    pub max_queued: u64,
 }
 
 /// Shared state of the HTTP handlers.
@@ -34,6 +38,8 @@ pub struct App {
     pub store: Store,
     pub runner: Runner,
     pub admin_token: Option<Secret>,
+    pub in_flight: tokio::sync::Semaphore,
+    pub max_queued: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +91,8 @@ impl Ready {
             store,
             runner,
             admin_token: settings.admin_token.clone().map(Secret::new),
+            in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
+            max_queued: settings.max_queued,
         });
         Ok(Self {
             app,

@@ -9,5 +9,6 @@ mod failures;
 mod idempotency;
 mod ingress;
 mod input;
+mod limits;
 mod readme;
 mod signatures;

@@ -77,7 +77,12 @@ impl Workdir {
     }
 
     pub fn start(&self) -> Server {
-        Server::start(&self.dir(), &self.db())
+        Server::start_with(&self.dir(), &self.db(), &[])
+    }
+
+    /// Starts the server with extra environment variables.
+    pub fn start_env(&self, env: &[(&str, &str)]) -> Server {
+        Server::start_with(&self.dir(), &self.db(), env)
     }
 }
 
@@ -92,8 +97,9 @@ pub fn hookflow() -> Command {
 }
 
 impl Server {
-    pub fn start(dir: &Path, db: &Path) -> Self {
+    pub fn start_with(dir: &Path, db: &Path, env: &[(&str, &str)]) -> Self {
         let mut child = hookflow()
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--dir")
             .arg(dir)

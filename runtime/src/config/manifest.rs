@@ -180,6 +180,7 @@ struct RawRetries {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     concurrency: Option<Spanned<u32>>,
+    rate: Option<Spanned<String>>,
     execution_timeout: Option<Spanned<String>>,
     memory: Option<Spanned<String>>,
 }
@@ -345,6 +346,8 @@ pub struct StepSpec {
 #[derive(Debug, Clone, Copy)]
 pub struct WorkflowLimits {
     pub concurrency: usize,
+    /// Accepted requests per window, at most (`rate = "100/min"`).
+    pub rate: Option<Rate>,
     pub execution_timeout: Duration,
     pub memory: u64,
 }
@@ -919,6 +922,7 @@ impl Validator<'_> {
     fn limits(&mut self, raw: Option<RawLimits>) -> WorkflowLimits {
         let raw = raw.unwrap_or(RawLimits {
             concurrency: None,
+            rate: None,
             execution_timeout: None,
             memory: None,
         });
@@ -930,6 +934,13 @@ impl Validator<'_> {
             Some(c) => *c.get_ref() as usize,
             None => 16,
         };
+        let rate = raw.rate.and_then(|r| match parse_rate(r.get_ref()) {
+            Ok(rate) => Some(rate),
+            Err(e) => {
+                self.error(r.span(), e);
+                None
+            }
+        });
         let execution_timeout = self.duration(raw.execution_timeout, Duration::from_secs(300));
         let memory = match raw.memory {
             Some(m) => match parse_size(m.get_ref()) {
@@ -953,6 +964,7 @@ impl Validator<'_> {
         };
         WorkflowLimits {
             concurrency,
+            rate,
             execution_timeout,
             memory,
         }
@@ -974,6 +986,31 @@ impl Validator<'_> {
             },
         }
     }
+}
+
+/// A request rate: `count` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+/// `"100/min"`, `"5/s"`, `"1000/hour"`, `"10/30s"`.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || format!("`{text}` is not a rate: write e.g. \"100/min\", \"5/s\", \"1000/hour\"");
+    let (count, per) = text.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86400),
+        other => parse_duration(other).map_err(|_| bad())?,
+    };
+    if count == 0 || per.is_zero() {
+        return Err(bad());
+    }
+    Ok(Rate { count, per })
 }
 
 fn is_url_token(s: &[u8]) -> bool {
@@ -1231,6 +1268,26 @@ plugin = "../outside.wasm"
         assert!(!s.matches(b"s3cret2"));
         assert!(resolve_secret("s3cret", dir.path()).is_err());
         assert_eq!(format!("{s:?}"), "Secret(..)");
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            parse_rate("100/min"),
+            Ok(Rate {
+                count: 100,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            parse_rate("10/30s"),
+            Ok(Rate {
+                count: 10,
+                per: Duration::from_secs(30)
+            })
+        );
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
     }
 
     #[test]

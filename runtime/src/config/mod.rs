@@ -10,9 +10,9 @@ mod units;
 
 pub use diagnostic::Diagnostic;
 pub use manifest::{
-    Auth, BuildTarget, Encoding, FieldType, InputField, Method, Mode, OnDuplicate, Retries, Secret,
-    StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec, build_targets, decode_standard_secret,
-    load_dir, load_file, package_name,
+    Auth, BuildTarget, Encoding, FieldType, InputField, Method, Mode, OnDuplicate, Rate, Retries,
+    Secret, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec, build_targets,
+    decode_standard_secret, load_dir, load_file, package_name,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -30,6 +30,8 @@ pub enum HttpError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("this workflow accepts at most {limit}; try again in {retry_after} s")]
+    RateLimited { limit: String, retry_after: u64 },
     #[error("the workflow failed: {message}")]
     WorkflowFailed { execution_id: Uuid, message: String },
     #[error("this idempotency key was already used by execution {execution_id}")]
@@ -74,6 +76,11 @@ impl HttpError {
                 "unavailable",
                 "Service unavailable",
             ),
+            HttpError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+            ),
             HttpError::WorkflowFailed { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "workflow-failed",
@@ -114,6 +121,9 @@ impl IntoResponse for HttpError {
             }
             HttpError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            HttpError::RateLimited { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

@@ -31,7 +31,34 @@ use error::FieldError;
 pub use error::HttpError;
 
 /// The handler behind `/hooks/{*path}`.
-pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response, HttpError> {
+pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Response {
+    let declared_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    let mut body_read = false;
+    match handle(app, req, &mut body_read).await {
+        Ok(response) => response,
+        Err(e) => {
+            let mut response = e.into_response();
+            // Refused before its body was read: the connection cannot carry
+            // another request, so say so rather than let the client reuse it.
+            if declared_body && !body_read {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        }
+    }
+}
+
+async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Response, HttpError> {
+    // Shed load rather than queue without bound.
+    let _in_flight = app.in_flight.try_acquire().map_err(|_| {
+        HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
+    })?;
     let path = req
         .uri()
         .path()
@@ -71,8 +98,8 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
     }
     auth::check(&trigger.auth, req.headers())?;
     let signed = trigger.auth.needs_body();
-    if !signed && !spec.enabled {
-        return Err(HttpError::Inactive(spec.name.clone()));
+    if !signed {
+        admit(&app, &workflow)?;
     }
 
     let request = request_meta(&workflow, &req);
@@ -83,12 +110,11 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let body = read_body(&parts.headers, body, trigger.max_body).await?;
+    *body_read = true;
     if signed {
         // Signatures cover the raw bytes: checked before anything parses them.
         auth::check_signed(&trigger.auth, &parts.headers, &body)?;
-        if !spec.enabled {
-            return Err(HttpError::Inactive(spec.name.clone()));
-        }
+        admit(&app, &workflow)?;
     }
     let is_json = !body.is_empty() && is_json_type(content_type.as_deref());
     if is_json {
@@ -135,6 +161,33 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Result<Response,
         // Still running (or the server is stopping): the sender can follow it.
         Ok(Err(_)) | Err(_) => Ok(accepted(id)),
     }
+}
+
+/// After the sender is authenticated: is the workflow enabled, within its
+/// rate, and is there room for another execution?
+fn admit(app: &App, workflow: &Workflow) -> Result<(), HttpError> {
+    if !workflow.spec.enabled {
+        return Err(HttpError::Inactive(workflow.spec.name.clone()));
+    }
+    if let Some(limiter) = &workflow.rate {
+        limiter.check().map_err(|not_until| {
+            use governor::clock::{Clock, DefaultClock};
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let rate = workflow.spec.limits.rate.map_or_else(String::new, |r| {
+                format!("{} requests per {:?}", r.count, r.per)
+            });
+            HttpError::RateLimited {
+                limit: rate,
+                retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })?;
+    }
+    if app.runner.waiting() >= app.max_queued {
+        return Err(HttpError::Unavailable(
+            "too many executions are waiting to run; try again".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the payload against the typed input fields; reports every

@@ -28,6 +28,18 @@ pub struct Workflow {
     /// Bounds the workflow's executions running at once
     /// (`limits.concurrency`).
     pub slots: Arc<Semaphore>,
+    /// `limits.rate`, shared by every connection.
+    pub rate: Option<RateLimiter>,
+}
+
+/// A workflow's request rate limiter (GCRA): bursts up to the count, then
+/// one more every `per / count`.
+pub type RateLimiter = governor::DefaultDirectRateLimiter;
+
+fn rate_limiter(rate: config::Rate) -> Option<RateLimiter> {
+    let count = std::num::NonZeroU32::new(rate.count)?;
+    let quota = governor::Quota::with_period(rate.per / rate.count)?.allow_burst(count);
+    Some(governor::RateLimiter::direct(quota))
 }
 
 #[derive(Default)]
@@ -125,6 +137,7 @@ pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic
         }
         let workflow = Arc::new(Workflow {
             slots: Arc::new(Semaphore::new(spec.limits.concurrency)),
+            rate: spec.limits.rate.and_then(rate_limiter),
             spec,
             plugins,
         });

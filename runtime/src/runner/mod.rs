@@ -111,6 +111,15 @@ impl Runner {
         &self.counters
     }
 
+    /// Executions started and not yet finished (running or waiting).
+    pub fn waiting(&self) -> u64 {
+        let c = &self.counters;
+        let finished = c.succeeded.load(Ordering::Relaxed)
+            + c.failed.load(Ordering::Relaxed)
+            + c.timed_out.load(Ordering::Relaxed);
+        c.started.load(Ordering::Relaxed).saturating_sub(finished)
+    }
+
     /// Runs `job` in the background. The receiver gets the finished record
     /// (drop it to not wait).
     pub fn start(&self, job: Job) -> oneshot::Receiver<Execution> {
