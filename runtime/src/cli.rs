@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Executions accepted and not finished; past it webhooks get 503.
     #[arg(long, env = "HOOKFLOW_MAX_QUEUED", default_value_t = 10_000)]
     pub max_queued: u64,
+    /// Time a client has from connecting to the end of its request head.
+    #[arg(long, env = "HOOKFLOW_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: std::time::Duration,
+    /// Time a client has to send a request body.
+    #[arg(long, env = "HOOKFLOW_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub body_timeout: std::time::Duration,
     /// Seconds shutdown waits for running executions; the rest resume on
     /// the next start.
     #[arg(long, env = "HOOKFLOW_DRAIN_SECS", default_value_t = 10)]

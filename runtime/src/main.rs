@@ -81,6 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine: EnginePolicy::default(),
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
+        body_timeout: args.body_timeout,
     };
     let ready = Ready::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
@@ -110,6 +111,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             listener,
             shutdown_signal(),
             Duration::from_secs(args.drain_secs),
+            args.header_timeout,
         )
         .await?;
     Ok(ExitCode::SUCCESS)

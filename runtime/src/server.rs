@@ -1,15 +1,20 @@
 //! The server: wires store, engine, registry and runner together, serves
 //! HTTP until shut down, then drains.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::routing::{any, get};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tower::ServiceExt as _;
 
 use crate::api;
 use crate::config::{Auth, Diagnostic, Mode, Secret};
@@ -30,6 +35,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Executions started and not finished; more webhooks get 503.
     pub max_queued: u64,
+    /// How long a client may take to send a body.
+    pub body_timeout: Duration,
 }
 
 /// Shared state of the HTTP handlers.
@@ -40,6 +47,7 @@ pub struct App {
     pub admin_token: Option<Secret>,
     pub in_flight: tokio::sync::Semaphore,
     pub max_queued: u64,
+    pub body_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +101,7 @@ impl Ready {
             admin_token: settings.admin_token.clone().map(Secret::new),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
             max_queued: settings.max_queued,
+            body_timeout: settings.body_timeout,
         });
         Ok(Self {
             app,
@@ -107,19 +116,66 @@ impl Ready {
 
     /// Serves on `listener` until `shutdown` resolves, then waits up to
     /// `drain` for running executions (the rest resume on the next start).
+    /// Accepts connections until `shutdown` resolves; then lets open
+    /// requests finish and waits up to `drain` for running executions (the
+    /// rest resume on the next start).
+    ///
+    /// A connection must send its first byte and then its whole request
+    /// head within `header_timeout`, so neither a silent client nor one
+    /// trickling its headers holds a connection open (bodies have
+    /// `Settings::body_timeout`, enforced by ingress).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
         drain: Duration,
+        header_timeout: Duration,
     ) -> Result<(), ServeError> {
         let app = self.app.clone();
-        axum::serve(
-            listener,
-            router(self.app).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await?;
+        let router = router(self.app);
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of descriptors, most likely: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return, // silent or gone
+                }
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn).await;
+            });
+        }
+        drop(listener);
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open at shutdown were closed");
+        }
         if !app.runner.drain(drain).await {
             tracing::warn!("executions still running at shutdown will resume on the next start");
         }

@@ -24,6 +24,8 @@ pub enum HttpError {
     Inactive(String),
     #[error("the body is larger than this endpoint's limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    #[error("the body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("the body is not valid JSON: {0}")]
     BadJson(String),
     #[error("{0}")]
@@ -68,6 +70,11 @@ impl HttpError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
+            ),
+            HttpError::BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
             ),
             HttpError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid-json", "Invalid JSON"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),

@@ -109,7 +109,12 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = read_body(&parts.headers, body, trigger.max_body).await?;
+    let body = tokio::time::timeout(
+        app.body_timeout,
+        read_body(&parts.headers, body, trigger.max_body),
+    )
+    .await
+    .map_err(|_| HttpError::BodyTimeout(app.body_timeout))??;
     *body_read = true;
     if signed {
         // Signatures cover the raw bytes: checked before anything parses them.
