@@ -111,6 +111,7 @@ fn record(body_len: usize) -> (Execution, Option<Bytes>) {
         workflow: "bench".into(),
         status: Status::Queued,
         trigger: "webhook".into(),
+        user: None,
         created_at_ms: 0,
         started_at_ms: None,
         finished_at_ms: None,

@@ -43,6 +43,15 @@ pub struct ServeArgs {
     /// Bearer token for /api/v1 (the API answers 401 without one).
     #[arg(long, env = "HOOKFLOW_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Bearer tokens for `POST /api/v1/run` (comma-separated in the
+    /// environment); the admin token works too.
+    #[arg(
+        long = "api-token",
+        env = "HOOKFLOW_API_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_tokens: Vec<String>,
     /// Build plugin sources first (as `hookflow build DIR`).
     #[arg(long)]
     pub build: bool,

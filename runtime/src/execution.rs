@@ -257,8 +257,11 @@ pub struct Execution {
     pub id: Uuid,
     pub workflow: String,
     pub status: Status,
-    /// What started it: `webhook`.
+    /// What started it: `webhook`, or `api` (`POST /api/v1/run`).
     pub trigger: String,
+    /// Who it runs for, when the caller said (`POST /api/v1/run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     pub created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,

@@ -82,6 +82,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         body_timeout: args.body_timeout,
+        api_tokens: args.api_tokens,
     };
     let ready = Ready::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -37,6 +37,8 @@ pub struct Settings {
     pub max_queued: u64,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
+    /// Bearer tokens for `POST /api/v1/run` (the admin token works too).
+    pub api_tokens: Vec<String>,
 }
 
 /// Shared state of the HTTP handlers.
@@ -45,6 +47,9 @@ pub struct App {
     pub store: Store,
     pub runner: Runner,
     pub admin_token: Option<Secret>,
+    /// Tokens that may call `POST /api/v1/run`: the API tokens and the
+    /// admin token.
+    pub api_tokens: Vec<Secret>,
     pub in_flight: tokio::sync::Semaphore,
     pub max_queued: u64,
     pub body_timeout: Duration,
@@ -64,6 +69,7 @@ pub enum ServeError {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/hooks/{*path}", any(ingress::hook))
+        .route("/api/v1/run", post(ingress::run::run))
         .route("/api/v1/executions", get(api::executions))
         .route("/api/v1/executions/{id}", get(api::execution))
         .route("/healthz", get(api::healthz))
@@ -99,6 +105,13 @@ impl Ready {
             store,
             runner,
             admin_token: settings.admin_token.clone().map(Secret::new),
+            api_tokens: settings
+                .api_tokens
+                .iter()
+                .chain(&settings.admin_token)
+                .filter(|t| !t.is_empty())
+                .map(|t| Secret::new(t.as_bytes()))
+                .collect(),
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
             max_queued: settings.max_queued,
             body_timeout: settings.body_timeout,

@@ -11,4 +11,5 @@ mod ingress;
 mod input;
 mod limits;
 mod readme;
+mod run_api;
 mod signatures;

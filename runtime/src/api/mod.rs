@@ -121,6 +121,8 @@ pub struct Summary {
     workflow: String,
     status: Status,
     trigger: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
     created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at_ms: Option<u64>,
@@ -135,6 +137,7 @@ impl From<Execution> for Summary {
             workflow: e.workflow,
             status: e.status,
             trigger: e.trigger,
+            user: e.user,
             created_at_ms: e.created_at_ms,
             finished_at_ms: e.finished_at_ms,
             error: e.error,

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod run;
 pub mod signature;
 
 use std::net::SocketAddr;
@@ -102,8 +103,8 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
         admit(&app, &workflow)?;
     }
 
-    let request = request_meta(&workflow, &req);
     let (parts, body) = req.into_parts();
+    let request = request_meta_for(&workflow, &parts);
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -127,17 +128,34 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
             .map_err(|e| HttpError::BadJson(e.to_string()))?;
     }
     let event = Arc::new(Event::new(request, content_type, body, is_json));
+    let key = idempotency_key(&trigger.auth, &parts.headers, &event)?;
+    accept(&app, workflow, event, key, "webhook", None).await
+}
+
+/// Records an admitted event as a new execution (unless its idempotency
+/// key is held), starts it, and answers: 202 at once, or the result for a
+/// sync workflow. Shared by webhooks and `POST /api/v1/run`.
+pub(crate) async fn accept(
+    app: &App,
+    workflow: Arc<Workflow>,
+    event: Arc<Event>,
+    key: Option<String>,
+    trigger_kind: &str,
+    user: Option<String>,
+) -> Result<Response, HttpError> {
+    let spec = &workflow.spec;
+    let trigger = &spec.trigger;
     if !spec.input.is_empty() {
         check_input(&spec.input, event.payload_text())?;
     }
-
-    let key = idempotency_key(&trigger.auth, &parts.headers, &event)?.map(|k| {
+    let key = key.map(|k| {
         let expires = now_ms().saturating_add(
             u64::try_from(trigger.idempotency_window.as_millis()).unwrap_or(u64::MAX),
         );
         IdempotencyKey::new(&spec.name, &k, expires)
     });
-    let execution = new_execution(&workflow, &event, "webhook");
+    let mut execution = new_execution(&workflow, &event, trigger_kind);
+    execution.user = user;
     let claim = app
         .store
         .put_new(&execution, event.body.clone(), key)
@@ -147,7 +165,7 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
             HttpError::Unavailable("the event could not be stored; try again".into())
         })?;
     if let Claim::Duplicate(original) = claim {
-        return duplicate(&app, trigger, original).await;
+        return duplicate(app, trigger, original).await;
     }
 
     let id = execution.id;
@@ -170,7 +188,7 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
 
 /// After the sender is authenticated: is the workflow enabled, within its
 /// rate, and is there room for another execution?
-fn admit(app: &App, workflow: &Workflow) -> Result<(), HttpError> {
+pub(crate) fn admit(app: &App, workflow: &Workflow) -> Result<(), HttpError> {
     if !workflow.spec.enabled {
         return Err(HttpError::Inactive(workflow.spec.name.clone()));
     }
@@ -380,7 +398,11 @@ fn shaped_response(shaped: ShapedResponse) -> Response {
 
 /// Reads the body, failing with 413 as soon as it passes `limit`, whether
 /// or not a Content-Length announced it.
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<Bytes, HttpError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<Bytes, HttpError> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -414,22 +436,26 @@ fn is_json_type(content_type: Option<&str>) -> bool {
     essence == "application/json" || essence.ends_with("+json")
 }
 
-fn request_meta(workflow: &Workflow, req: &Request) -> RequestMeta {
+pub(crate) fn request_meta_for(
+    workflow: &Workflow,
+    req: &axum::http::request::Parts,
+) -> RequestMeta {
     let remote_addr = req
-        .extensions()
+        .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     // A path token is a credential: it is not kept, nor shown to a step.
-    let path = match workflow.spec.trigger.auth {
-        crate::config::Auth::PathToken { .. } => "/hooks/t/{token}".to_string(),
-        _ => req.uri().path().to_string(),
+    let path = if req.uri.path().starts_with("/hooks/t/") {
+        "/hooks/t/{token}".to_string()
+    } else {
+        req.uri.path().to_string()
     };
     RequestMeta {
-        method: req.method().as_str().to_string(),
+        method: req.method.as_str().to_string(),
         path,
-        query: req.uri().query().unwrap_or_default().to_string(),
-        headers: visible_headers(workflow, req.headers()),
+        query: req.uri.query().unwrap_or_default().to_string(),
+        headers: visible_headers(workflow, &req.headers),
         remote_addr,
         received_at_ms: now_ms(),
     }

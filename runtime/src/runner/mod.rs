@@ -67,6 +67,7 @@ pub fn new_execution(workflow: &Workflow, event: &Event, trigger: &str) -> Execu
         workflow: workflow.spec.name.clone(),
         status: Status::Queued,
         trigger: trigger.to_string(),
+        user: None,
         created_at_ms: event.request.received_at_ms,
         started_at_ms: None,
         finished_at_ms: None,

@@ -418,6 +418,7 @@ mod tests {
             workflow: "w".into(),
             status: Status::Queued,
             trigger: "webhook".into(),
+            user: None,
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
