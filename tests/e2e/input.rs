@@ -94,3 +94,41 @@ async fn a_form_body_reaches_the_plugin_as_an_object() {
     assert_eq!(seen["request"]["query"], "via=slack");
     assert_eq!(seen["content_type"], "application/x-www-form-urlencoded");
 }
+
+#[tokio::test]
+async fn a_step_can_shape_the_http_answer_of_a_sync_webhook() {
+    // Slack's URL-verification handshake, as the example answers it.
+    let work = Workdir::new();
+    work.manifest(
+        "slack",
+        r#"
+[trigger]
+path = "slack"
+mode = "sync"
+auth = { kind = "none" }
+[[steps]]
+plugin = "plugins/respond.wasm"
+config = { body = "$.challenge", headers = { x-handled-by = "hookflow" } }
+[[steps]]
+plugin = "plugins/fail.wasm"
+config = { mode = "error", message = "never reached: respond halts" }
+"#,
+    );
+    let server = work.start();
+    let challenge = "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P";
+    let r = server
+        .post_json(
+            "/hooks/slack",
+            &json!({"type": "url_verification", "token": "Jhj5dZrVaK7ZwHHjRyZWjbDl", "challenge": challenge}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(r.headers()["x-handled-by"], "hookflow");
+    assert_eq!(r.text().await.unwrap(), challenge);
+    let (_, page) = server.api("/api/v1/executions?workflow=slack").await;
+    let id = page["executions"][0]["id"].as_str().unwrap();
+    let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["steps"][1]["status"], "skipped");
+}

@@ -83,6 +83,12 @@ fn the_readme_run_command_serves_the_examples_and_their_curl_lines_work() {
         banner.contains(&format!("POST|PUT {base}/hooks/greet -> greet (sync)")),
         "{banner}"
     );
+    assert!(
+        banner.contains(&format!(
+            "POST {base}/hooks/t/<token> -> slack-events (sync)"
+        )),
+        "{banner}"
+    );
 
     let examples = std::fs::read_to_string(repo_root().join("examples/README.md")).unwrap();
     let mut expect = None;

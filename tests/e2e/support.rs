@@ -48,7 +48,7 @@ impl Workdir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = tmp.path().join("workflows/plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for name in ["echo", "json_map", "fail"] {
+        for name in ["echo", "json_map", "fail", "respond"] {
             std::fs::copy(
                 plugin_dir().join(format!("{name}.wasm")),
                 plugins.join(format!("{name}.wasm")),
