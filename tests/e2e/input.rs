@@ -132,3 +132,32 @@ config = { mode = "error", message = "never reached: respond halts" }
     assert_eq!(record["status"], "succeeded");
     assert_eq!(record["steps"][1]["status"], "skipped");
 }
+
+#[tokio::test]
+async fn a_json_schema_file_checks_the_payload() {
+    let work = Workdir::new();
+    std::fs::create_dir_all(work.dir().join("schemas")).unwrap();
+    work.file(
+        "schemas/employee.json",
+        r#"{"type": "object", "required": ["name", "emp_id"],
+            "properties": {"name": {"type": "string"}, "emp_id": {"type": "integer", "minimum": 1}}}"#,
+    )
+    .manifest(
+        "hire",
+        &format!(
+            "input_schema = \"schemas/employee.json\"\n{}",
+            one_step("hire", "async", r#"{ kind = "none" }"#, "echo", "{}")
+        ),
+    );
+    let server = work.start();
+    let r = server
+        .post_json("/hooks/hire", &json!({"name": "John Doe", "emp_id": 33}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let r = server.post_json("/hooks/hire", &json!({"emp_id": 0})).await;
+    let err = error_body(r, 422, "invalid-input").await;
+    let errors = err["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{err}");
+    assert!(errors.iter().any(|e| e["field"] == "/emp_id"), "{err}");
+    assert!(err["message"].as_str().unwrap().contains("name"), "{err}");
+}

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,6 +36,7 @@ struct RawManifest {
     steps: Vec<Spanned<RawStep>>,
     limits: Option<RawLimits>,
     input: Option<Spanned<toml::Table>>,
+    input_schema: Option<Spanned<String>>,
 }
 
 /// The type of a typed input field.
@@ -367,6 +369,8 @@ pub struct WorkflowSpec {
     pub limits: WorkflowLimits,
     /// Typed input fields; empty when the payload is not checked.
     pub input: Vec<InputField>,
+    /// A JSON Schema the payload must satisfy (`input_schema`).
+    pub input_schema: Option<Arc<jsonschema::Validator>>,
 }
 
 /// Reads every `*.toml` in `dir`. Returns the valid workflows and every
@@ -538,9 +542,22 @@ impl Validator<'_> {
             }
             steps.push(step);
         }
+        if let (Some(_), Some(schema)) = (&raw.input, &raw.input_schema) {
+            self.error(
+                schema.span(),
+                "use either [input] or input_schema, not both",
+            );
+        }
         let input = raw.input.map(|t| self.input(t)).unwrap_or_default();
+        let input_schema = raw.input_schema.and_then(|p| {
+            let span = p.span();
+            self.schema(p.get_ref())
+                .map_err(|e| self.error(span, e))
+                .ok()
+        });
         WorkflowSpec {
             input,
+            input_schema,
             name,
             description: raw.description,
             enabled: raw.enabled,
@@ -551,6 +568,27 @@ impl Validator<'_> {
             steps,
             limits,
         }
+    }
+
+    /// `input_schema = "schemas/x.json"`: a JSON Schema file inside the
+    /// workflow directory. Remote and file references are not resolved.
+    fn schema(&self, written: &str) -> Result<Arc<jsonschema::Validator>, String> {
+        let path = self.dir.join(written);
+        let real = path
+            .canonicalize()
+            .map_err(|_| format!("input_schema `{written}` not found"))?;
+        if !real.starts_with(self.root) {
+            return Err(format!(
+                "input_schema `{written}` resolves outside the workflow directory"
+            ));
+        }
+        let text =
+            std::fs::read_to_string(&real).map_err(|e| format!("input_schema `{written}`: {e}"))?;
+        let schema: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("input_schema `{written}` is not JSON: {e}"))?;
+        jsonschema::validator_for(&schema)
+            .map(Arc::new)
+            .map_err(|e| format!("input_schema `{written}` is not a valid JSON Schema: {e}"))
     }
 
     /// `[input]`: `name = "string"`, or `name = { type = "string", required = false }`.

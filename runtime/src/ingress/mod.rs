@@ -148,6 +148,9 @@ pub(crate) async fn accept(
     if !spec.input.is_empty() {
         check_input(&spec.input, event.payload_text())?;
     }
+    if let Some(schema) = &spec.input_schema {
+        check_schema(schema, event.payload_text())?;
+    }
     let key = key.map(|k| {
         let expires = now_ms().saturating_add(
             u64::try_from(trigger.idempotency_window.as_millis()).unwrap_or(u64::MAX),
@@ -243,6 +246,25 @@ fn check_input(fields: &[InputField], payload: &str) -> Result<(), HttpError> {
                 field: f.name.clone(),
                 message,
             })
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(HttpError::InvalidInput(errors))
+    }
+}
+
+/// Checks the payload against the workflow's JSON Schema; reports every
+/// violation (capped at 50).
+fn check_schema(schema: &jsonschema::Validator, payload: &str) -> Result<(), HttpError> {
+    let payload: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let errors: Vec<FieldError> = schema
+        .iter_errors(&payload)
+        .take(50)
+        .map(|e| FieldError {
+            field: e.instance_path().to_string(),
+            message: format!("{}: {e}", e.instance_path()),
         })
         .collect();
     if errors.is_empty() {
