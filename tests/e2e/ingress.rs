@@ -242,3 +242,33 @@ plugin = "plugins/echo.wasm"
         .await;
     error_body(r, 422, "workflow-inactive").await;
 }
+
+#[tokio::test]
+async fn a_refused_small_request_leaves_the_connection_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let work = auth_workdir();
+    let server = work.start();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let request = |auth: &str| {
+        format!(
+            "POST /hooks/auth/bearer HTTP/1.1\r\nhost: x\r\n{auth}content-type: application/json\r\ncontent-length: 8\r\n\r\n{{\"x\": 1}}"
+        )
+    };
+    s.write_all(request("").as_bytes()).await.unwrap();
+    s.write_all(request("authorization: Bearer bearer-secret\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Both answers arrive on the one connection: 401, then 202.
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("HTTP/1.1 401") && seen.contains("HTTP/1.1 202")) {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answers in time")
+            .unwrap();
+        assert!(n > 0, "connection closed after: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.find("401").unwrap() < seen.find("202").unwrap());
+}

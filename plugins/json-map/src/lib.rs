@@ -37,7 +37,7 @@ impl Guest for JsonMap {
                 "json-map: config must be a table of output fields".into(),
             ));
         }
-        let output = roots(&input)
+        let output = select::roots_of!(input)
             .and_then(|r| r.map(&config))
             .map_err(|e| StepError::Permanent(format!("json-map: {}", e.0)))?;
         Ok(StepOutput {
@@ -46,23 +46,6 @@ impl Guest for JsonMap {
             response: None,
         })
     }
-}
-
-/// The selection roots of a step's input.
-fn roots(input: &StepInput) -> Result<select::Roots, select::BadPath> {
-    let r = &input.event.request;
-    select::Roots::new(
-        &input.event.payload,
-        &input.previous,
-        select::Request {
-            method: &r.method,
-            path: &r.path,
-            query: &r.query,
-            remote_addr: &r.remote_addr,
-            received_at_ms: r.received_at_ms,
-            headers: &r.headers,
-        },
-    )
 }
 
 fn parse(text: &str, what: &str) -> Result<Value, StepError> {

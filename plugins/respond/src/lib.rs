@@ -48,7 +48,7 @@ impl Guest for Respond {
                 .filter(|s| (200..600).contains(s))
                 .ok_or_else(|| fail("status must be an HTTP status from 200 to 599".into()))?,
         };
-        let roots = select_roots(&input).map_err(|e| fail(e.0))?;
+        let roots = select::roots_of!(input).map_err(|e| fail(e.0))?;
         let body = roots
             .map(config.get("body").unwrap_or(&Value::Null))
             .map_err(|e| fail(e.0))?;
@@ -77,22 +77,6 @@ impl Guest for Respond {
             }),
         })
     }
-}
-
-fn select_roots(input: &StepInput) -> Result<select::Roots, select::BadPath> {
-    let r = &input.event.request;
-    select::Roots::new(
-        &input.event.payload,
-        &input.previous,
-        select::Request {
-            method: &r.method,
-            path: &r.path,
-            query: &r.query,
-            remote_addr: &r.remote_addr,
-            received_at_ms: r.received_at_ms,
-            headers: &r.headers,
-        },
-    )
 }
 
 export!(Respond);

@@ -47,6 +47,28 @@ impl Roots {
     }
 }
 
+/// The roots of a `step-input` from any crate's bindings:
+/// `select::roots_of!(input)`.
+#[macro_export]
+macro_rules! roots_of {
+    ($input:expr) => {{
+        let input = &$input;
+        let r = &input.event.request;
+        $crate::Roots::new(
+            &input.event.payload,
+            &input.previous,
+            $crate::Request {
+                method: &r.method,
+                path: &r.path,
+                query: &r.query,
+                remote_addr: &r.remote_addr,
+                received_at_ms: r.received_at_ms,
+                headers: &r.headers,
+            },
+        )
+    }};
+}
+
 /// Why a template could not be applied.
 #[derive(Debug)]
 pub struct BadPath(pub String);

@@ -129,6 +129,11 @@ impl IntoResponse for HttpError {
             HttpError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
+            // The rest of the body may still be on its way: end the
+            // connection rather than read it.
+            HttpError::TooLarge { .. } | HttpError::BodyTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             HttpError::RateLimited { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }

@@ -33,19 +33,18 @@ pub use error::HttpError;
 
 /// The handler behind `/hooks/{*path}`.
 pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Response {
-    let declared_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-        || req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
-    let mut body_read = false;
-    match handle(app, req, &mut body_read).await {
+    let (parts, body) = req.into_parts();
+    let mut body = Some(body);
+    match handle(app, &parts, &mut body).await {
         Ok(response) => response,
         Err(e) => {
             let mut response = e.into_response();
-            // Refused before its body was read: the connection cannot carry
-            // another request, so say so rather than let the client reuse it.
-            if declared_body && !body_read {
+            // Refused before the body was read: read a small one to the end
+            // so the connection can carry the next request; otherwise say
+            // the connection closes, rather than let the client reuse it.
+            if let Some(unread) = body
+                && !drain_small(&parts.headers, unread).await
+            {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -55,13 +54,39 @@ pub async fn hook(State(app): State<Arc<App>>, req: Request) -> Response {
     }
 }
 
-async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Response, HttpError> {
+/// Bodies up to this size are read and dropped after an early refusal.
+const DRAIN_MAX: u64 = 64 * 1024;
+
+/// Reads and drops a body of at most [`DRAIN_MAX`] declared bytes, within a
+/// second; whether the connection is clean afterwards.
+async fn drain_small(headers: &HeaderMap, body: Body) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        None if !headers.contains_key(header::TRANSFER_ENCODING) => true,
+        Some(n) if n <= DRAIN_MAX => tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            Limited::new(body, DRAIN_MAX as usize).collect(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok()),
+        _ => false,
+    }
+}
+
+async fn handle(
+    app: Arc<App>,
+    parts: &axum::http::request::Parts,
+    body: &mut Option<Body>,
+) -> Result<Response, HttpError> {
     // Shed load rather than queue without bound.
     let _in_flight = app.in_flight.try_acquire().map_err(|_| {
         HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
     })?;
-    let path = req
-        .uri()
+    let path = parts
+        .uri
         .path()
         .strip_prefix("/hooks/")
         .unwrap_or_default()
@@ -87,7 +112,7 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
     if !trigger
         .methods
         .iter()
-        .any(|m| m.as_str() == req.method().as_str())
+        .any(|m| m.as_str() == parts.method.as_str())
     {
         return Err(HttpError::MethodNotAllowed {
             allow: trigger
@@ -97,26 +122,26 @@ async fn handle(app: Arc<App>, req: Request, body_read: &mut bool) -> Result<Res
                 .collect(),
         });
     }
-    auth::check(&trigger.auth, req.headers())?;
+    auth::check(&trigger.auth, &parts.headers)?;
     let signed = trigger.auth.needs_body();
     if !signed {
         admit(&app, &workflow)?;
     }
 
-    let (parts, body) = req.into_parts();
-    let request = request_meta_for(&workflow, &parts);
+    let request = request_meta_for(&workflow, parts);
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    // From here on the body is read, whatever happens.
+    let unread = body.take().unwrap_or_default();
     let body = tokio::time::timeout(
         app.body_timeout,
-        read_body(&parts.headers, body, trigger.max_body),
+        read_body(&parts.headers, unread, trigger.max_body),
     )
     .await
     .map_err(|_| HttpError::BodyTimeout(app.body_timeout))??;
-    *body_read = true;
     if signed {
         // Signatures cover the raw bytes: checked before anything parses them.
         auth::check_signed(&trigger.auth, &parts.headers, &body)?;
