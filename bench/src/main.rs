@@ -81,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
         "release"
     };
     servers::build(&root, profile)?;
-    let work = tempfile::tempdir_in(root.join("target")).context("work dir under target/")?;
+    // Under the target directory (whatever CARGO_TARGET_DIR says): on the
+    // project's disk, so the fsync figures are that disk's.
+    let target_dir = bins.parent().unwrap_or(&bins);
+    let work = tempfile::tempdir_in(target_dir).context("work dir in the target directory")?;
 
     print_machine(&root, work.path(), profile)?;
 
