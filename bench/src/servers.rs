@@ -10,22 +10,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Builds the hookflow binary (same profile as this harness) and the
-/// plugins.
+/// Builds the hookflow and baseline binaries (same profile as this
+/// harness) and the plugins.
 pub fn build(root: &Path, profile: &str) -> anyhow::Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!("building hookflow ({profile}) and plugins ...");
     let status = Command::new(&cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            profile,
-            "-p",
-            "hookflow",
-            "--bin",
-            "hookflow",
-        ])
+        .args(["build", "--quiet", "--profile", profile])
+        .args(["-p", "hookflow", "--bin", "hookflow"])
+        .args(["-p", "hookflow-bench", "--bin", "baseline"])
         .current_dir(root)
         .status()?;
     if !status.success() {
