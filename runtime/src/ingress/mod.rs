@@ -81,10 +81,7 @@ async fn handle(
     parts: &axum::http::request::Parts,
     body: &mut Option<Body>,
 ) -> Result<Response, HttpError> {
-    // Shed load rather than queue without bound.
-    let _in_flight = app.in_flight.try_acquire().map_err(|_| {
-        HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
-    })?;
+    let _in_flight = in_flight(&app)?;
     let path = parts
         .uri
         .path()
@@ -214,6 +211,14 @@ pub(crate) async fn accept(
     }
 }
 
+/// A place among the requests in flight; none left sheds the request
+/// (503) rather than queueing it without bound.
+pub(crate) fn in_flight(app: &App) -> Result<tokio::sync::SemaphorePermit<'_>, HttpError> {
+    app.in_flight.try_acquire().map_err(|_| {
+        HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
+    })
+}
+
 /// After the sender is authenticated: is the workflow enabled, within its
 /// rate, and is there room for another execution?
 pub(crate) fn admit(app: &App, workflow: &Workflow) -> Result<(), HttpError> {
@@ -316,7 +321,7 @@ const MAX_KEY_LEN: usize = 255;
 /// The delivery's idempotency key: `Idempotency-Key`, else the provider's
 /// delivery id. Never derived from the body's bytes (a Stripe event id is
 /// a field the sender set, not a hash).
-fn idempotency_key(
+pub(crate) fn idempotency_key(
     auth: &Auth,
     headers: &HeaderMap,
     event: &Event,

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{HttpError, accept, admit, auth, read_body, request_meta_for};
+use super::{
+    HttpError, accept, admit, auth, idempotency_key, in_flight, read_body, request_meta_for,
+};
 use crate::config::Auth;
 use crate::execution::Event;
 use crate::server::App;
@@ -42,9 +44,7 @@ pub async fn run(State(app): State<Arc<App>>, req: Request) -> Response {
 }
 
 async fn handle(app: Arc<App>, req: Request) -> Result<Response, HttpError> {
-    let _in_flight = app.in_flight.try_acquire().map_err(|_| {
-        HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
-    })?;
+    let _in_flight = in_flight(&app)?;
     let tokens = Auth::Bearer {
         secrets: app.api_tokens.clone(),
     };
@@ -80,17 +80,7 @@ async fn handle(app: Arc<App>, req: Request) -> Result<Response, HttpError> {
         data.into(),
         true,
     ));
-    let key = parts
-        .headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .map(str::to_string);
-    if key.as_ref().is_some_and(|k| k.len() > 255) {
-        return Err(HttpError::BadRequest(
-            "the idempotency key is longer than 255 bytes".into(),
-        ));
-    }
+    // Only `Idempotency-Key`: no provider delivery id applies here.
+    let key = idempotency_key(&Auth::None, &parts.headers, &event)?;
     accept(&app, workflow, event, key, "api", run.user).await
 }
