@@ -283,7 +283,7 @@ fn print_micro(timings: &[micro::Timing]) {
     if let (Some(one), Some(best)) = (
         timings
             .iter()
-            .find(|t| t.label.starts_with("store: 1 record")),
+            .find(|t| t.label.starts_with("store: 1 concurrent writer ")),
         timings
             .iter()
             .filter(|t| t.label.starts_with("store:"))
@@ -291,7 +291,7 @@ fn print_micro(timings: &[micro::Timing]) {
             .reduce(f64::max),
     ) {
         println!(
-            "\nstore: best batch is {:.1}x one record per transaction",
+            "\nstore: group commit at best is {:.1}x one writer at a time",
             best / one.ops_per_sec
         );
     }

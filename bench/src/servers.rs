@@ -1,10 +1,9 @@
 //! Starting and stopping the servers under test, and reading hookflow's
 //! execution counters.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -24,16 +23,8 @@ pub fn build(root: &Path, profile: &str) -> anyhow::Result<()> {
     if !status.success() {
         bail!("building hookflow failed");
     }
-    hookflow::build::ensure_target(&mut std::io::stderr())?;
-    let plugins = root.join("plugins");
-    let status = Command::new(&cargo)
-        .args(["build", "--quiet", "--release", "--target-dir"])
-        .arg(plugins.join("target"))
-        .current_dir(&plugins)
-        .status()?;
-    if !status.success() {
-        bail!("building plugins failed");
-    }
+    hookflow::plugin_build::ensure_target(&mut std::io::stderr())?;
+    hookflow_testkit::build_plugins(root)?;
     Ok(())
 }
 
@@ -142,25 +133,13 @@ impl Server {
     }
 
     fn spawn(cmd: &mut Command, banner: &str) -> anyhow::Result<Self> {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().context("start server")?;
-        let stdout = child.stdout.take().context("server stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(addr) = line.strip_prefix(banner) {
-                        let addr = addr.parse()?;
-                        // Keep draining stdout so the server never blocks on it.
-                        std::thread::spawn(move || lines.for_each(drop));
-                        return Ok(Self { child, addr });
-                    }
-                }
-                _ => break,
-            }
-        }
-        let _ = child.kill();
-        bail!("server did not start")
+        let started = hookflow_testkit::spawn(cmd, banner, Duration::from_secs(120))
+            .context("start server")?;
+        let addr = started.listening.parse()?;
+        Ok(Self {
+            child: started.child,
+            addr,
+        })
     }
 
     pub fn stop(mut self) {

@@ -51,12 +51,8 @@ impl Event {
     ) -> Self {
         let form = content_type
             .as_deref()
-            .and_then(|ct| ct.split(';').next())
-            .filter(|essence| {
-                essence
-                    .trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
+            .and_then(|ct| ct.parse::<mime::Mime>().ok())
+            .filter(|m| m.essence_str() == mime::APPLICATION_WWW_FORM_URLENCODED.essence_str())
             .map(|_| form_object(&body));
         Self {
             request,
@@ -74,18 +70,22 @@ impl Event {
             return form.get();
         }
         if self.is_json {
-            // Invariant: `is_json` is only set after serde_json accepted the
-            // body, and serde_json rejects invalid UTF-8.
+            // Invariant: `is_json` is only set for a body that serde_json
+            // accepted (at intake), and serde_json rejects invalid UTF-8.
             std::str::from_utf8(&self.body).unwrap_or("null")
         } else {
             "null"
         }
     }
+}
 
-    /// The payload as JSON (`null` when there is none).
-    pub fn payload(&self) -> Json {
-        RawValue::from_string(self.payload_text().to_string()).unwrap_or_else(|_| null())
-    }
+/// Whether a `Content-Type` names JSON: `application/json` or any
+/// `+json` type. A header that does not parse as a media type is not JSON.
+pub fn is_json_type(content_type: &str) -> bool {
+    content_type.parse::<mime::Mime>().is_ok_and(|m| {
+        m.type_() == mime::APPLICATION
+            && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
+    })
 }
 
 fn form_object(body: &[u8]) -> Json {
@@ -119,7 +119,6 @@ pub enum Status {
     Succeeded,
     Failed,
     TimedOut,
-    Cancelled,
 }
 
 impl Status {
@@ -134,7 +133,6 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::TimedOut => "timed_out",
-            Status::Cancelled => "cancelled",
         }
     }
 }
@@ -144,9 +142,7 @@ impl std::str::FromStr for Status {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
-            format!(
-                "unknown status `{s}`: use queued, running, succeeded, failed, timed_out or cancelled"
-            )
+            format!("unknown status `{s}`: use queued, running, succeeded, failed or timed_out")
         })
     }
 }
@@ -323,7 +319,17 @@ mod tests {
             is_json: true,
             ..event
         };
-        assert_eq!(json.payload().get(), "{\"a\":1}");
+        assert_eq!(json.payload_text(), "{\"a\":1}");
+    }
+
+    #[test]
+    fn json_is_told_by_content_type() {
+        assert!(is_json_type("application/json; charset=utf-8"));
+        assert!(is_json_type("Application/JSON"));
+        assert!(is_json_type("application/vnd.api+json"));
+        assert!(!is_json_type("text/plain"));
+        assert!(!is_json_type("application/x-www-form-urlencoded"));
+        assert!(!is_json_type("garbage"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use hookflow::cli::{Cli, Command, ServeArgs};
 use hookflow::engine::{Engine, EnginePolicy};
-use hookflow::server::{Ready, Settings, describe_routes};
+use hookflow::server::{Server, Settings, describe_routes};
 
 // Many small, short-lived allocations on every request across threads:
 // mimalloc handles that pattern far better than the system allocator.
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 }
 
 fn build(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    hookflow::build::build_dir(dir, &mut std::io::stdout())?;
+    hookflow::plugin_build::build_dir(dir, &mut std::io::stdout())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -70,7 +70,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.build {
         let dir = args.dir.clone();
         tokio::task::spawn_blocking(move || {
-            hookflow::build::build_dir(&dir, &mut std::io::stderr())
+            hookflow::plugin_build::build_dir(&dir, &mut std::io::stderr())
         })
         .await??;
     }
@@ -84,12 +84,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout: args.body_timeout,
         api_tokens: args.api_tokens,
     };
-    let ready = Ready::start(&settings).await?;
+    let server = Server::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let base = format!("http://{}", listener.local_addr()?);
-    let registry = ready.registry();
+    let registry = server.registry();
     println!("hookflow listening on {base}");
     println!(
         "{} workflow(s) from {}",
@@ -99,15 +99,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     for line in describe_routes(&registry, &base) {
         println!("{line}");
     }
-    if !ready.problems.is_empty() {
+    if !server.problems.is_empty() {
         println!(
             "{} problem(s) left workflows out: run `hookflow check {}`",
-            ready.problems.len(),
+            server.problems.len(),
             settings.dir.display()
         );
     }
     drop(registry);
-    ready
+    server
         .serve(
             listener,
             shutdown_signal(),

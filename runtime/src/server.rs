@@ -1,8 +1,9 @@
-//! The server: wires store, engine, registry and runner together, serves
-//! HTTP until shut down, then drains.
+//! The server: wires store, engine, registry, runner and intake together,
+//! serves HTTP through its own accept loop until shut down, then drains.
+//! Only the binary imports this module.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -13,16 +14,19 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
-use crate::api;
-use crate::config::{Auth, Diagnostic, Mode, Secret};
+use crate::config::{Auth, Diagnostic, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
-use crate::ingress::{self, HttpError};
-use crate::registry::{self, Registry, Shared};
-use crate::runner::Runner;
+use crate::http::HttpError;
+use crate::intake::Intake;
+use crate::registry::{self, Registry};
+use crate::runner::{self, Runner};
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
+use crate::{api, ingress};
 
 /// What `hookflow serve` runs with.
 #[derive(Debug, Clone)]
@@ -41,20 +45,6 @@ pub struct Settings {
     pub api_tokens: Vec<String>,
 }
 
-/// Shared state of the HTTP handlers.
-pub struct App {
-    pub registry: Shared,
-    pub store: Store,
-    pub runner: Runner,
-    pub admin_token: Option<Secret>,
-    /// Tokens that may call `POST /api/v1/run`: the API tokens and the
-    /// admin token.
-    pub api_tokens: Vec<Secret>,
-    pub in_flight: tokio::sync::Semaphore,
-    pub max_queued: u64,
-    pub body_timeout: Duration,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(transparent)]
@@ -66,29 +56,32 @@ pub enum ServeError {
 }
 
 /// The whole HTTP surface; tests may call it without a socket.
-pub fn router(app: Arc<App>) -> Router {
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/hooks/{*path}", any(ingress::hook))
-        .route("/api/v1/run", post(ingress::run::run))
+        .route("/api/v1/run", post(api::run))
         .route("/api/v1/executions", get(api::executions))
         .route("/api/v1/executions/{id}", get(api::execution))
         .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .fallback(|| async { HttpError::NotFound("no such endpoint".into()) })
-        .with_state(app)
+        .with_state(state)
 }
 
 /// A server that has loaded everything and is ready to accept.
-pub struct Ready {
-    app: Arc<App>,
+pub struct Server {
+    state: Arc<AppState>,
+    runner: Runner,
+    /// Problems that left workflows out.
     pub problems: Vec<Diagnostic>,
     _engine: Arc<Engine>,
 }
 
-impl Ready {
+impl Server {
     /// Opens the store, starts the engine, loads the workflows and resumes
     /// unfinished executions.
     pub async fn start(settings: &Settings) -> Result<Self, ServeError> {
+        let metrics = metrics_handle();
         let store = Store::open(&settings.db)?;
         let engine = Engine::new(settings.engine.clone())?;
         let (registry, problems) = registry::load(&settings.dir, &engine).await;
@@ -100,35 +93,37 @@ impl Ready {
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished executions");
         }
-        let app = Arc::new(App {
+        let admin_token = settings.admin_token.clone().map(Secret::new);
+        let run_tokens = settings
+            .api_tokens
+            .iter()
+            .chain(&settings.admin_token)
+            .filter(|t| !t.is_empty())
+            .map(|t| Secret::new(t.as_bytes()))
+            .collect();
+        let state = Arc::new(AppState {
             registry: Arc::new(ArcSwap::from_pointee(registry)),
-            store,
-            runner,
-            admin_token: settings.admin_token.clone().map(Secret::new),
-            api_tokens: settings
-                .api_tokens
-                .iter()
-                .chain(&settings.admin_token)
-                .filter(|t| !t.is_empty())
-                .map(|t| Secret::new(t.as_bytes()))
-                .collect(),
+            store: store.clone(),
+            intake: Intake::new(store, runner.clone(), settings.max_queued),
+            admin_token,
+            run_tokens,
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
-            max_queued: settings.max_queued,
             body_timeout: settings.body_timeout,
+            metrics,
         });
         Ok(Self {
-            app,
+            state,
+            runner,
             problems,
             _engine: engine,
         })
     }
 
+    /// The registry being served.
     pub fn registry(&self) -> Arc<Registry> {
-        self.app.registry.load_full()
+        self.state.registry.load_full()
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then waits up to
-    /// `drain` for running executions (the rest resume on the next start).
     /// Accepts connections until `shutdown` resolves; then lets open
     /// requests finish and waits up to `drain` for running executions (the
     /// rest resume on the next start).
@@ -144,8 +139,7 @@ impl Ready {
         drain: Duration,
         header_timeout: Duration,
     ) -> Result<(), ServeError> {
-        let app = self.app.clone();
-        let router = router(self.app);
+        let router = router(self.state);
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -189,7 +183,7 @@ impl Ready {
         {
             tracing::warn!("connections still open at shutdown were closed");
         }
-        if !app.runner.drain(drain).await {
+        if !self.runner.drain(drain).await {
             tracing::warn!("executions still running at shutdown will resume on the next start");
         }
         Ok(())
@@ -203,10 +197,7 @@ pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
         .map(|w| {
             let t = &w.spec.trigger;
             let methods: Vec<_> = t.methods.iter().map(|m| m.as_str()).collect();
-            let mode = match t.mode {
-                Mode::Async => "async",
-                Mode::Sync => "sync",
-            };
+            let mode = t.mode.as_str();
             let state = if w.spec.enabled { "" } else { ", disabled" };
             // A path token is a secret: never printed.
             let path = match t.auth {
@@ -220,4 +211,20 @@ pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The Prometheus recorder behind `/metrics`, installed once per process.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+            }
+            runner::describe_metrics();
+            handle
+        })
+        .clone()
 }

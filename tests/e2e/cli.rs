@@ -100,6 +100,51 @@ fn a_plugin_outside_the_directory_is_refused() {
 }
 
 #[test]
+fn a_step_config_the_plugin_does_not_accept_is_refused_at_load() {
+    // echo describes its config: `full` must be a boolean.
+    let work = Workdir::new();
+    work.manifest(
+        "picky",
+        &one_step(
+            "picky",
+            "async",
+            r#"{ kind = "none" }"#,
+            "echo",
+            r#"{ full = "yes" }"#,
+        ),
+    );
+    let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let expected = format!(
+        "{}:8: step `echo`: `config` does not fit what plugin `plugins/echo.wasm` accepts: /full: ",
+        work.dir().join("picky.toml").display()
+    );
+    assert!(
+        stdout.contains(&expected),
+        "missing `{expected}` in:\n{stdout}"
+    );
+
+    work.manifest(
+        "picky",
+        &one_step(
+            "picky",
+            "async",
+            r#"{ kind = "none" }"#,
+            "echo",
+            "{ full = true }",
+        ),
+    );
+    let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
 fn a_component_asking_for_sockets_is_refused_at_load() {
     // A component importing wasi:sockets: hookflow never links sockets, so it
     // must not load, and `check` must say why.
@@ -109,7 +154,8 @@ fn a_component_asking_for_sockets_is_refused_at_load() {
             (export "create-tcp-socket" (func))
         ))
     )"#;
-    std::fs::write(work.dir().join("plugins/net.wasm"), wat).unwrap();
+    let wasm = wat::parse_str(wat).expect("valid WAT");
+    std::fs::write(work.dir().join("plugins/net.wasm"), wasm).unwrap();
     work.manifest(
         "net",
         &one_step("net", "async", r#"{ kind = "none" }"#, "net", "{}"),

@@ -6,31 +6,23 @@ use std::collections::HashSet;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 
-use crate::support::{Go, Workdir, error_body, one_step};
+use crate::support::{Go, Manifest, Workdir, error_body, one_step};
 
 const NONE: &str = r#"{ kind = "none" }"#;
 
-fn with_duplicate(manifest: String, on_duplicate: &str) -> String {
-    manifest.replace(
-        "auth = ",
-        &format!("on_duplicate = \"{on_duplicate}\"\nauth = "),
-    )
+/// An async echo workflow at `path` answering repeats as `on_duplicate`.
+fn with_duplicate(path: &str, on_duplicate: &str) -> String {
+    Manifest::new(path, NONE)
+        .trigger("on_duplicate", &format!("\"{on_duplicate}\""))
+        .step("echo", "{}")
+        .to_string()
 }
 
 #[tokio::test]
 async fn a_hundred_concurrent_deliveries_make_one_execution() {
     let work = Workdir::new();
-    work.manifest(
-        "replay",
-        &with_duplicate(one_step("replay", "async", NONE, "echo", "{}"), "replay"),
-    )
-    .manifest(
-        "conflict",
-        &with_duplicate(
-            one_step("conflict", "async", NONE, "echo", "{}"),
-            "conflict",
-        ),
-    );
+    work.manifest("replay", &with_duplicate("replay", "replay"))
+        .manifest("conflict", &with_duplicate("conflict", "conflict"));
     let server = work.start();
 
     let deliveries = (0..100).map(|_| {

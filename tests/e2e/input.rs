@@ -2,24 +2,26 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Go, Workdir, error_body, one_step};
+use crate::support::{Go, Manifest, Workdir, error_body, one_step};
 
 #[tokio::test]
 async fn typed_input_lists_every_violated_field() {
     let work = Workdir::new();
     work.file("token", "tooljet-token").manifest(
         "employees",
-        &one_step(
+        &Manifest::new(
             "employees",
-            "sync",
             r#"{ kind = "bearer", secrets = ["file:token"] }"#,
-            "echo",
-            "{}",
         )
-        .replace(
-            "[[steps]]",
-            "[input]\nname = \"string\"\nemp_id = \"number\"\nteam = { type = \"string\", required = false }\n\n[[steps]]",
-        ),
+        .trigger("mode", r#""sync""#)
+        .section(
+            r#"[input]
+name = "string"
+emp_id = "number"
+team = { type = "string", required = false }"#,
+        )
+        .step("echo", "{}")
+        .to_string(),
     );
     let server = work.start();
     let send = |body: Value| {

@@ -1,12 +1,10 @@
 //! The README's two set-up commands, and the example curl lines, do what
 //! they say.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{hookflow, plugin_dir, repo_root};
+use crate::support::{BANNER, hookflow, plugin_dir, repo_root};
 
 fn readme() -> String {
     std::fs::read_to_string(repo_root().join("README.md")).unwrap()
@@ -51,29 +49,28 @@ fn the_readme_run_command_serves_the_examples_and_their_curl_lines_work() {
         .current_dir(repo_root())
         .env("HOOKFLOW_LISTEN", "127.0.0.1:0")
         .env("HOOKFLOW_DB", db.path().join("examples.redb"))
-        .env("HOOKFLOW_LOG", "warn")
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut banner = Vec::new();
-    let base = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("server starts");
-        banner.push(line.clone());
-        if let Some(base) = line.strip_prefix("hookflow listening on ") {
-            break base.to_string();
-        }
+        .env("HOOKFLOW_LOG", "warn");
+    let started =
+        hookflow_testkit::spawn(&mut cmd, BANNER, Duration::from_secs(300)).expect("server starts");
+    let mut child = started.child;
+    let base = started.listening;
+    let mut banner = started.banner;
+    // Every webhook URL is printed at start, after the number of workflows.
+    let next = || {
+        started
+            .rest
+            .recv_timeout(Duration::from_secs(10))
+            .expect("banner line")
     };
-    // Every webhook URL is printed at start.
-    std::thread::sleep(Duration::from_millis(200));
-    banner.extend(rx.try_iter());
+    let count = next();
+    let workflows: usize = count
+        .split_once(" workflow(s)")
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count of workflows, not {count:?}"));
+    banner.push(count);
+    for _ in 0..workflows {
+        banner.push(next());
+    }
     let banner = banner.join("\n");
     assert!(
         banner.contains(&format!("POST {base}/hooks/shop/orders -> orders (async)")),

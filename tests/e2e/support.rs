@@ -1,11 +1,10 @@
 //! Shared fixtures: build the plugins once per test run, lay out a workflow
 //! directory, start and stop the server, talk to it.
 
-use std::io::{BufRead, BufReader};
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -19,22 +18,14 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Builds `plugins/` once (cargo's own lock serialises concurrent test
-/// processes) and returns the folder holding the `.wasm` files.
+/// Builds `plugins/` once per test process (cargo's own lock serialises
+/// concurrent test processes) and returns the folder holding the `.wasm`
+/// files.
 pub fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        hookflow::build::ensure_target(&mut std::io::stderr()).expect("wasm target");
-        let plugins = repo_root().join("plugins");
-        let target = plugins.join("target");
-        let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--target-dir"])
-            .arg(&target)
-            .current_dir(&plugins)
-            .status()
-            .expect("run cargo for plugins/");
-        assert!(status.success(), "building plugins/ failed");
-        target.join("wasm32-wasip2/release")
+        hookflow::plugin_build::ensure_target(&mut std::io::stderr()).expect("wasm target");
+        hookflow_testkit::build_plugins(&repo_root()).expect("build plugins/")
     })
 }
 
@@ -92,14 +83,17 @@ pub struct Server {
     pub client: reqwest::Client,
 }
 
+/// The line hookflow prints once it listens, before its address.
+pub const BANNER: &str = "hookflow listening on ";
+
 pub fn hookflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hookflow"))
 }
 
 impl Server {
     pub fn start_with(dir: &Path, db: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = hookflow()
-            .envs(env.iter().copied())
+        let mut cmd = hookflow();
+        cmd.envs(env.iter().copied())
             .arg("serve")
             .arg("--dir")
             .arg(dir)
@@ -107,29 +101,12 @@ impl Server {
             .arg(db)
             .args(["--listen", "127.0.0.1:0"])
             .env("HOOKFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("HOOKFLOW_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start hookflow");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("hookflow listening on ") {
-                    let _ = tx.send(addr.to_string());
-                }
-            }
-        });
-        let base = match rx.recv_timeout(Duration::from_secs(120)) {
-            Ok(base) => base,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("hookflow did not start listening");
-            }
-        };
+            .env("HOOKFLOW_LOG", "warn");
+        let started = hookflow_testkit::spawn(&mut cmd, BANNER, Duration::from_secs(120))
+            .expect("hookflow starts listening");
         Self {
-            child,
-            base,
+            child: started.child,
+            base: started.listening,
             client: reqwest::Client::new(),
         }
     }
@@ -232,16 +209,76 @@ pub async fn error_body(response: reqwest::Response, status: u16, code: &str) ->
 
 /// A manifest for one step of `plugin` with `config` (a TOML inline table).
 pub fn one_step(path: &str, mode: &str, auth: &str, plugin: &str, config: &str) -> String {
-    format!(
-        r#"
-[trigger]
-path = "{path}"
-mode = "{mode}"
-auth = {auth}
+    Manifest::new(path, auth)
+        .trigger("mode", &format!("\"{mode}\""))
+        .step(plugin, config)
+        .to_string()
+}
 
-[[steps]]
-plugin = "plugins/{plugin}.wasm"
-config = {config}
-"#
-    )
+/// A workflow manifest, written field by field: the trigger's path and
+/// auth, more trigger fields, whole sections (`[input]`, `[limits]`) and
+/// steps.
+pub struct Manifest {
+    /// Written in order, `auth` last.
+    trigger: Vec<(String, String)>,
+    auth: String,
+    sections: Vec<String>,
+    steps: Vec<String>,
+}
+
+impl Manifest {
+    /// `auth` is a TOML inline table, e.g. `{ kind = "none" }`.
+    pub fn new(path: &str, auth: &str) -> Self {
+        Self {
+            trigger: vec![("path".into(), format!("\"{path}\""))],
+            auth: auth.into(),
+            sections: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// `[trigger] key = value`, the value written as TOML.
+    pub fn trigger(mut self, key: &str, value: &str) -> Self {
+        self.trigger.push((key.into(), value.into()));
+        self
+    }
+
+    /// A section with its header, e.g. `"[limits]\nmemory = \"16MiB\""`.
+    pub fn section(mut self, text: &str) -> Self {
+        self.sections.push(text.trim().into());
+        self
+    }
+
+    /// A step of `plugins/{plugin}.wasm` with `config` (a TOML inline
+    /// table) and any further `key = value` lines.
+    pub fn step_with(mut self, plugin: &str, config: &str, lines: &[&str]) -> Self {
+        let mut step = format!("plugin = \"plugins/{plugin}.wasm\"\nconfig = {config}");
+        for line in lines {
+            step.push('\n');
+            step.push_str(line);
+        }
+        self.steps.push(step);
+        self
+    }
+
+    pub fn step(self, plugin: &str, config: &str) -> Self {
+        self.step_with(plugin, config, &[])
+    }
+}
+
+impl fmt::Display for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "\n[trigger]")?;
+        for (key, value) in &self.trigger {
+            writeln!(f, "{key} = {value}")?;
+        }
+        writeln!(f, "auth = {}", self.auth)?;
+        for section in &self.sections {
+            writeln!(f, "\n{section}")?;
+        }
+        for step in &self.steps {
+            writeln!(f, "\n[[steps]]\n{step}")?;
+        }
+        Ok(())
+    }
 }

@@ -1,18 +1,28 @@
-//! Configuration: workflow manifests (`DIR/*.toml`) and the diagnostics
-//! reported when they are wrong.
+//! Configuration: workflow manifests (`DIR/*.toml`, SPEC §4) and the
+//! diagnostics reported when they are wrong.
 //!
-//! Parsing is strict (`deny_unknown_fields`) and validation collects every
-//! problem with its file and line instead of stopping at the first.
+//! A manifest is read into the strict serde types of [`raw`], then checked
+//! into a [`WorkflowSpec`] whose every path, duration, size and secret is
+//! resolved. Parsing is strict (`deny_unknown_fields`) and every problem
+//! becomes a [`Diagnostic`] with its file and line, all of them reported
+//! rather than only the first. Nothing here knows about HTTP or wasm.
 
+mod auth;
 mod diagnostic;
-mod manifest;
+mod input;
+mod names;
+mod raw;
+mod scan;
+mod spec;
 mod units;
+mod validate;
 
+pub use auth::{Auth, Encoding, Secret, decode_standard_secret};
 pub use diagnostic::Diagnostic;
-pub use manifest::{
-    Auth, BuildTarget, Encoding, FieldType, InputField, Method, Mode, OnDuplicate, Rate, Retries,
-    Secret, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec, build_targets,
-    decode_standard_secret, load_dir, load_file, package_name,
+pub use input::{FieldError, FieldType, InputField, InputRules};
+pub use scan::{load_dir, load_file, manifest_files, plugin_for_source, toml_error};
+pub use spec::{
+    Method, Mode, OnDuplicate, Rate, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,
 };
 pub use units::{parse_duration, parse_size};
 

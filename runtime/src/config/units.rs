@@ -1,7 +1,9 @@
-//! Human units in manifests: durations (`"10s"`, `"250ms"`) and sizes
-//! (`"1MiB"`, `"64 KB"`).
+//! Human units in manifests: durations (`"10s"`, `"250ms"`), sizes
+//! (`"1MiB"`, `"64 KB"`) and rates (`"100/min"`).
 
 use std::time::Duration;
+
+use super::spec::Rate;
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| {
@@ -12,6 +14,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn parse_size(text: &str) -> Result<u64, String> {
     parse_size::parse_size(text.trim())
         .map_err(|e| format!("`{text}` is not a size ({e}); write e.g. \"64KiB\", \"1MiB\""))
+}
+
+/// `"100/min"`, `"5/s"`, `"1000/hour"`, `"10/30s"`.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let bad = || format!("`{text}` is not a rate: write e.g. \"100/min\", \"5/s\", \"1000/hour\"");
+    let (count, per) = text.split_once('/').ok_or_else(bad)?;
+    let count: u32 = count.trim().parse().map_err(|_| bad())?;
+    let per = match per.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86400),
+        other => parse_duration(other).map_err(|_| bad())?,
+    };
+    if count == 0 || per.is_zero() {
+        return Err(bad());
+    }
+    Ok(Rate { count, per })
 }
 
 #[cfg(test)]
@@ -25,5 +45,25 @@ mod tests {
         assert_eq!(parse_size("1 KB"), Ok(1000));
         assert!(parse_duration("soon").unwrap_err().contains("10s"));
         assert!(parse_size("big").unwrap_err().contains("1MiB"));
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            parse_rate("100/min"),
+            Ok(Rate {
+                count: 100,
+                per: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(
+            parse_rate("10/30s"),
+            Ok(Rate {
+                count: 10,
+                per: Duration::from_secs(30)
+            })
+        );
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("fast").is_err());
     }
 }

@@ -97,18 +97,11 @@ impl Drop for Ticker {
 pub struct Engine {
     wasmtime: wasmtime::Engine,
     linker: Linker<Host>,
-    slots: Semaphore,
+    /// Places for live step instances (`max_instances`): a call waits for
+    /// one rather than failing when the pool is full.
+    instances: Semaphore,
     policy: EnginePolicy,
     _ticker: Ticker,
-}
-
-/// What a plugin says about itself (its `describe` export).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginInfo {
-    pub name: String,
-    pub version: String,
-    pub description: String,
-    pub config_schema: Option<String>,
 }
 
 /// A compiled, pre-linked plugin, ready to instantiate.
@@ -116,7 +109,8 @@ pub struct Plugin {
     pre: StepPre<Host>,
     /// SHA-256 of the wasm bytes, hex.
     pub digest: String,
-    pub info: PluginInfo,
+    /// The JSON Schema its `describe` export gives for a step's `config`.
+    pub config_schema: Option<String>,
 }
 
 /// Limits for one step call.
@@ -222,7 +216,7 @@ impl Engine {
         Ok(Arc::new(Self {
             wasmtime,
             linker,
-            slots: Semaphore::new(policy.max_instances as usize),
+            instances: Semaphore::new(policy.max_instances as usize),
             policy,
             _ticker: Ticker {
                 stop,
@@ -231,21 +225,13 @@ impl Engine {
         }))
     }
 
-    pub fn policy(&self) -> &EnginePolicy {
-        &self.policy
-    }
-
     /// Compiles and links a plugin, then asks it to describe itself. Runs
     /// the compiler on a blocking thread: never on the request path.
     pub async fn load(self: &Arc<Self>, wasm: Vec<u8>) -> Result<Plugin, EngineError> {
         let digest = hex::encode(Sha256::digest(&wasm));
         let engine = self.clone();
         let component = tokio::task::spawn_blocking(move || {
-            Component::new(&engine.wasmtime, &wasm).map_err(|e| {
-                let text = e.to_string();
-                // WAT errors span several lines; the first says what is wrong.
-                EngineError::Compile(text.lines().next().unwrap_or_default().to_string())
-            })
+            Component::new(&engine.wasmtime, &wasm).map_err(|e| EngineError::Compile(e.to_string()))
         })
         .await
         .map_err(|e| EngineError::Compile(e.to_string()))??;
@@ -260,7 +246,7 @@ impl Engine {
             memory: self.policy.max_memory.min(256 << 20),
         };
         // Invariant: the semaphore is never closed.
-        let _slot = self.slots.acquire().await;
+        let _instance = self.instances.acquire().await;
         let (mut store, _, _) = self.store(limits);
         let info = async {
             let step = pre.instantiate_async(&mut store).await?;
@@ -271,12 +257,7 @@ impl Engine {
         Ok(Plugin {
             pre,
             digest,
-            info: PluginInfo {
-                name: info.name,
-                version: info.version,
-                description: info.description,
-                config_schema: info.config_schema,
-            },
+            config_schema: info.config_schema,
         })
     }
 
@@ -320,7 +301,7 @@ impl Engine {
     /// Runs one attempt of a step in a fresh instance.
     pub async fn run(&self, plugin: &Plugin, call: StepCall<'_>, limits: StepLimits) -> StepRun {
         // Invariant: the semaphore is never closed.
-        let _slot = self.slots.acquire().await;
+        let _instance = self.instances.acquire().await;
         let started = Instant::now();
         let (mut store, stdout, stderr) = self.store(limits);
         let input = to_wit(&call);

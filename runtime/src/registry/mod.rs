@@ -1,45 +1,31 @@
 //! The registry: every loaded workflow with its compiled plugins, and the
 //! route table, as one immutable snapshot.
 //!
-//! A snapshot is built off the request path and swapped in whole (see
-//! [`Shared`]); requests hold the `Arc<Workflow>` they started with, so an
-//! execution finishes on the version it began on.
+//! Requests take the snapshot that is current when they arrive (see
+//! [`LiveRegistry`]) and hold the `Arc<Workflow>` they started with, so an
+//! execution runs on the version it began on. Runtime state that must
+//! outlive a snapshot (rate limiters, concurrency slots) is kept by the
+//! runner, keyed by workflow name, not here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
-
 use sha2::{Digest, Sha256};
 
-use crate::config::{self, Auth, Diagnostic, WorkflowSpec};
+use crate::config::{self, Auth, Diagnostic, StepSpec, WorkflowSpec};
 use crate::engine::{Engine, Plugin};
 
-/// The live snapshot, replaced atomically on reload.
-pub type Shared = Arc<ArcSwap<Registry>>;
+/// The registry being served. Readers take the current snapshot with one
+/// atomic load and no lock.
+pub type LiveRegistry = Arc<ArcSwap<Registry>>;
 
-/// A workflow ready to run.
+/// A workflow ready to run: its spec and one compiled plugin per step.
 pub struct Workflow {
     pub spec: WorkflowSpec,
     /// One compiled plugin per step, in step order.
     pub plugins: Vec<Arc<Plugin>>,
-    /// Bounds the workflow's executions running at once
-    /// (`limits.concurrency`).
-    pub slots: Arc<Semaphore>,
-    /// `limits.rate`, shared by every connection.
-    pub rate: Option<RateLimiter>,
-}
-
-/// A workflow's request rate limiter (GCRA): bursts up to the count, then
-/// one more every `per / count`.
-pub type RateLimiter = governor::DefaultDirectRateLimiter;
-
-fn rate_limiter(rate: config::Rate) -> Option<RateLimiter> {
-    let count = std::num::NonZeroU32::new(rate.count)?;
-    let quota = governor::Quota::with_period(rate.per / rate.count)?.allow_burst(count);
-    Some(governor::RateLimiter::direct(quota))
 }
 
 #[derive(Default)]
@@ -93,7 +79,7 @@ pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic
     let mut compiled: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
     let mut registry = Registry::default();
     'workflows: for spec in specs {
-        let mut plugins = Vec::with_capacity(spec.steps.len());
+        let mut plugins: Vec<Arc<Plugin>> = Vec::with_capacity(spec.steps.len());
         for step in &spec.steps {
             if let Some(plugin) = compiled.get(&step.plugin) {
                 plugins.push(plugin.clone());
@@ -110,14 +96,23 @@ pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic
                     plugins.push(plugin);
                 }
                 Err(e) => {
-                    problems.push(Diagnostic {
-                        file: spec.file.clone(),
-                        line: Some(step.line),
-                        message: format!("step `{}`: plugin `{}`: {e}", step.id, step.plugin_name),
-                    });
+                    problems.push(step_problem(
+                        &spec,
+                        step,
+                        format!("plugin `{}`: {e}", step.plugin_name),
+                    ));
                     continue 'workflows;
                 }
             }
+        }
+        let before = problems.len();
+        for (step, plugin) in spec.steps.iter().zip(&plugins) {
+            if let Err(e) = check_config(step, plugin) {
+                problems.push(step_problem(&spec, step, e));
+            }
+        }
+        if problems.len() > before {
+            continue;
         }
         let tokens: Vec<[u8; 32]> = match &spec.trigger.auth {
             Auth::PathToken { secrets } => {
@@ -135,12 +130,7 @@ pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic
             ));
             continue;
         }
-        let workflow = Arc::new(Workflow {
-            slots: Arc::new(Semaphore::new(spec.limits.concurrency)),
-            rate: spec.limits.rate.and_then(rate_limiter),
-            spec,
-            plugins,
-        });
+        let workflow = Arc::new(Workflow { spec, plugins });
         for t in tokens {
             registry.by_token.insert(t, workflow.clone());
         }
@@ -154,4 +144,43 @@ pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic
             .insert(workflow.spec.name.clone(), workflow);
     }
     (registry, problems)
+}
+
+fn step_problem(spec: &WorkflowSpec, step: &StepSpec, message: String) -> Diagnostic {
+    Diagnostic {
+        file: spec.file.clone(),
+        line: Some(step.line),
+        message: format!("step `{}`: {message}", step.id),
+    }
+}
+
+/// Checks a step's `config` against the JSON Schema its plugin describes
+/// (a plugin that describes none takes any config).
+fn check_config(step: &StepSpec, plugin: &Plugin) -> Result<(), String> {
+    let Some(text) = &plugin.config_schema else {
+        return Ok(());
+    };
+    let plugin_name = &step.plugin_name;
+    let schema: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        format!("plugin `{plugin_name}` describes a config schema that is not JSON: {e}")
+    })?;
+    let validator = jsonschema::validator_for(&schema).map_err(|e| {
+        format!("plugin `{plugin_name}` describes a config schema that is not a JSON Schema: {e}")
+    })?;
+    let errors: Vec<String> = validator
+        .iter_errors(&step.config)
+        .take(10)
+        .map(|e| match e.instance_path().to_string() {
+            path if path.is_empty() => e.to_string(),
+            path => format!("{path}: {e}"),
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`config` does not fit what plugin `{plugin_name}` accepts: {}",
+            errors.join("; ")
+        ))
+    }
 }

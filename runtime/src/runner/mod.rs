@@ -6,6 +6,14 @@
 //! the step's `retries.max`; then the execution ends `failed` (or
 //! `timed_out` when time ran out). After a restart, executions that were
 //! accepted but not finished resume from their first unfinished step.
+//!
+//! The runner also keeps each workflow's runtime limits ([`Gates`]: its
+//! rate limiter and its places for running executions) by workflow name,
+//! apart from the loaded spec, and counts executions for `/metrics`
+//! through the `metrics` facade and, exactly, for admission
+//! ([`Runner::unfinished`]).
+
+mod gates;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +22,6 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
-use uuid::Uuid;
 
 use crate::config::Retries;
 use crate::engine::{Engine, StepCall, StepLimits, StepRun};
@@ -23,6 +30,27 @@ use crate::execution::{
 };
 use crate::registry::{Registry, Workflow};
 use crate::store::Store;
+pub use gates::{Gate, Gates, RateLimiter};
+
+/// Counter: executions handed to the runner (accepted, or resumed at
+/// start).
+pub const EXECUTIONS_STARTED: &str = "hookflow_executions_started_total";
+/// Counter: executions that ended, labelled by `status`.
+pub const EXECUTIONS_FINISHED: &str = "hookflow_executions_finished_total";
+
+/// Describes the runner's counters to the installed metrics recorder and
+/// sets them at zero, so they are listed before the first execution.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        EXECUTIONS_STARTED,
+        "Executions handed to the runner (accepted or resumed)."
+    );
+    metrics::describe_counter!(EXECUTIONS_FINISHED, "Executions that ended, by status.");
+    metrics::counter!(EXECUTIONS_STARTED).absolute(0);
+    for status in [Status::Succeeded, Status::Failed, Status::TimedOut] {
+        metrics::counter!(EXECUTIONS_FINISHED, "status" => status.as_str()).absolute(0);
+    }
+}
 
 /// An accepted execution, already recorded as `queued`.
 pub struct Job {
@@ -36,53 +64,13 @@ pub struct Runner {
     engine: Arc<Engine>,
     store: Store,
     tasks: TaskTracker,
-    counters: Arc<Counters>,
+    gates: Arc<Gates>,
+    /// Executions started and not yet finished: exact, for admission.
+    unfinished: Arc<AtomicU64>,
 }
 
-/// Running totals since start, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Executions handed to the runner: accepted, or resumed at start.
-    pub started: AtomicU64,
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    pub timed_out: AtomicU64,
-}
-
-impl Counters {
-    fn finished(&self, status: Status) {
-        let counter = match status {
-            Status::Succeeded => &self.succeeded,
-            Status::TimedOut => &self.timed_out,
-            _ => &self.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// A new `queued` execution of `workflow` for `event`, with a fresh UUID v7.
-pub fn new_execution(workflow: &Workflow, event: &Event, trigger: &str) -> Execution {
-    Execution {
-        id: Uuid::now_v7(),
-        workflow: workflow.spec.name.clone(),
-        status: Status::Queued,
-        trigger: trigger.to_string(),
-        user: None,
-        created_at_ms: event.request.received_at_ms,
-        started_at_ms: None,
-        finished_at_ms: None,
-        request: event.request.clone(),
-        content_type: event.content_type.clone(),
-        body_len: event.body.len() as u64,
-        body_is_json: event.is_json,
-        steps: step_records(workflow),
-        output: None,
-        response: None,
-        error: None,
-    }
-}
-
-fn step_records(workflow: &Workflow) -> Vec<StepRecord> {
+/// The step records of a new execution of `workflow`, all pending.
+pub fn step_records(workflow: &Workflow) -> Vec<StepRecord> {
     workflow
         .spec
         .steps
@@ -104,28 +92,29 @@ impl Runner {
             engine,
             store,
             tasks: TaskTracker::new(),
-            counters: Arc::default(),
+            gates: Arc::default(),
+            unfinished: Arc::default(),
         }
     }
 
-    pub fn counters(&self) -> &Counters {
-        &self.counters
+    /// The runtime limits of `workflow` (its rate limiter and running
+    /// slots), kept across snapshots of the same workflow.
+    pub fn gate(&self, workflow: &Workflow) -> Arc<Gate> {
+        self.gates.get(&workflow.spec)
     }
 
-    /// Executions started and not yet finished (running or waiting).
-    pub fn waiting(&self) -> u64 {
-        let c = &self.counters;
-        let finished = c.succeeded.load(Ordering::Relaxed)
-            + c.failed.load(Ordering::Relaxed)
-            + c.timed_out.load(Ordering::Relaxed);
-        c.started.load(Ordering::Relaxed).saturating_sub(finished)
+    /// Executions started and not yet finished, running or waiting for a
+    /// slot.
+    pub fn unfinished(&self) -> u64 {
+        self.unfinished.load(Ordering::Relaxed)
     }
 
     /// Runs `job` in the background. The receiver gets the finished record
     /// (drop it to not wait).
     pub fn start(&self, job: Job) -> oneshot::Receiver<Execution> {
         let (tx, rx) = oneshot::channel();
-        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(EXECUTIONS_STARTED).increment(1);
+        self.unfinished.fetch_add(1, Ordering::Relaxed);
         let runner = self.clone();
         self.tasks.spawn(async move {
             let done = runner.run(job).await;
@@ -198,19 +187,24 @@ impl Runner {
             mut execution,
             event,
         } = job;
-        // Invariant: the workflow's semaphore is never closed.
-        let _slot = workflow.slots.clone().acquire_owned().await;
+        let gate = self.gate(&workflow);
+        // Invariant: a gate's semaphore is never closed.
+        let _running = gate.running.acquire().await;
         execution.status = Status::Running;
         execution.started_at_ms.get_or_insert_with(now_ms);
         let deadline = Instant::now() + workflow.spec.limits.execution_timeout;
 
         let start = execution.first_unfinished_step();
-        let mut previous: Json = match start {
-            0 => event.payload(),
-            n => execution.steps[n - 1]
-                .output()
-                .cloned()
-                .unwrap_or_else(null),
+        // `None`: the event's payload, read in place (never copied into a
+        // JSON value nor parsed again).
+        let mut previous: Option<Json> = match start {
+            0 => None,
+            n => Some(
+                execution.steps[n - 1]
+                    .output()
+                    .cloned()
+                    .unwrap_or_else(null),
+            ),
         };
         for index in start..workflow.spec.steps.len() {
             let spec = &workflow.spec.steps[index];
@@ -220,14 +214,16 @@ impl Runner {
                     &mut execution,
                     &event,
                     index,
-                    &previous,
+                    previous
+                        .as_deref()
+                        .map_or(event.payload_text(), |p| p.get()),
                     deadline,
                 )
                 .await
             {
-                StepEnd::Next(output) => previous = output,
+                StepEnd::Next(output) => previous = Some(output),
                 StepEnd::Halt(output) => {
-                    previous = output;
+                    previous = Some(output);
                     for rest in &mut execution.steps[index + 1..] {
                         rest.status = StepStatus::Skipped;
                     }
@@ -245,13 +241,15 @@ impl Runner {
             }
         }
         execution.status = Status::Succeeded;
-        execution.output = Some(previous);
+        // A workflow has at least one step, so `previous` is a step's output.
+        execution.output = Some(previous.unwrap_or_else(null));
         self.finish(execution).await
     }
 
     async fn finish(&self, mut execution: Execution) -> Execution {
         execution.finished_at_ms = Some(now_ms());
-        self.counters.finished(execution.status);
+        metrics::counter!(EXECUTIONS_FINISHED, "status" => execution.status.as_str()).increment(1);
+        self.unfinished.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = self.store.put(&execution, None).await {
             tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
         }
@@ -266,7 +264,7 @@ impl Runner {
         execution: &mut Execution,
         event: &Event,
         index: usize,
-        previous: &Json,
+        previous: &str,
         deadline: Instant,
     ) -> StepEnd {
         let spec = &workflow.spec.steps[index];
@@ -295,7 +293,7 @@ impl Runner {
                 workflow: &workflow.spec.name,
                 step_id: &spec.id,
                 event,
-                previous: previous.get(),
+                previous,
                 config: &config_text,
                 attempt: number,
                 idempotency_key: format!("{}:{}", execution.id, spec.id),

@@ -39,10 +39,6 @@ pub enum StoreError {
 /// batch still commits whole).
 const MAX_BATCH: usize = 512;
 
-/// One record to write: an execution and, with its first record, the
-/// event body.
-pub type Record = (Execution, Option<Bytes>);
-
 /// A record encoded by its caller, so the single writer thread spends its
 /// time on the B-tree and the fsync, not on JSON.
 struct Encoded {
@@ -169,15 +165,6 @@ impl Store {
     ) -> Result<Claim, StoreError> {
         self.write(vec![Encoded::new(execution, Some(body))], key)
             .await
-    }
-
-    /// Durably records several executions in one transaction.
-    pub async fn put_batch(&self, records: Vec<Record>) -> Result<(), StoreError> {
-        let records = records
-            .into_iter()
-            .map(|(e, b)| Encoded::new(&e, b))
-            .collect();
-        self.write(records, None).await.map(drop)
     }
 
     async fn write(
@@ -409,6 +396,8 @@ fn prune_keys(
 
 #[cfg(test)]
 mod tests {
+    use redb::ReadableTableMetadata;
+
     use super::*;
     use crate::execution::{RequestMeta, Status};
 
@@ -483,7 +472,8 @@ mod tests {
                 .unwrap(),
             Claim::New
         );
-        // Expired: claimable again (and pruned on the way).
+        assert_eq!(held_keys(&store), (1, 1));
+        // Expired: claimable again.
         assert_eq!(
             store
                 .put_new(&execution(), Bytes::new(), key(far))
@@ -491,5 +481,22 @@ mod tests {
                 .unwrap(),
             Claim::New
         );
+        // An expired key is pruned by the next commit, whatever it holds.
+        let gone = IdempotencyKey::new("w", "gone", past);
+        store
+            .put_new(&execution(), Bytes::new(), Some(gone))
+            .await
+            .unwrap();
+        assert_eq!(held_keys(&store), (2, 2), "`k` (re-claimed) and `gone`");
+        store.put(&execution(), None).await.unwrap();
+        assert_eq!(held_keys(&store), (1, 1), "only `k` is left");
+    }
+
+    /// Entries in the key table and in the expiry index.
+    fn held_keys(store: &Store) -> (u64, u64) {
+        let txn = store.db.begin_read().unwrap();
+        let keys = txn.open_table(IDEMPOTENCY).unwrap().len().unwrap();
+        let expiry = txn.open_table(IDEMPOTENCY_EXPIRY).unwrap().len().unwrap();
+        (keys, expiry)
     }
 }

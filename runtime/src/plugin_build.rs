@@ -2,8 +2,8 @@
 //! DIR name as `source`, into the `.wasm` file the step loads.
 //!
 //! Uses the machine's cargo and rustup; adds the `wasm32-wasip2` target when
-//! it is missing. Each output is written to a temporary file and renamed, so
-//! a watcher never sees half a plugin.
+//! it is missing. Each output is written to a temporary file and renamed
+//! into place, so no reader ever sees half a plugin.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use crate::config::{self, BuildTarget, Diagnostic};
+use toml::Spanned;
+
+use crate::config::{self, Diagnostic};
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
 
@@ -29,7 +31,7 @@ pub enum BuildError {
 
 /// Builds every plugin source named in `dir`; returns the files written.
 pub fn build_dir(dir: &Path, progress: &mut impl Write) -> Result<Vec<PathBuf>, BuildError> {
-    let targets = config::build_targets(dir).map_err(BuildError::Manifests)?;
+    let targets = build_targets(dir).map_err(BuildError::Manifests)?;
     if targets.is_empty() {
         let _ = writeln!(progress, "no plugin sources named in {}", dir.display());
         return Ok(Vec::new());
@@ -76,6 +78,74 @@ pub fn ensure_target(progress: &mut impl Write) -> Result<(), BuildError> {
         Ok(())
     } else {
         Err(BuildError::Target(format!("rustup exited with {status}")))
+    }
+}
+
+/// A plugin crate that `hookflow build` compiles, and where its wasm goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildTarget {
+    /// The crate's directory.
+    pub source: PathBuf,
+    /// The `.wasm` file the step loads.
+    pub output: PathBuf,
+}
+
+/// Every `source` named by the manifests in `dir`, once each. Reads only the
+/// `[[steps]]` of each manifest, so it works before the plugins exist.
+pub fn build_targets(dir: &Path) -> Result<Vec<BuildTarget>, Vec<Diagnostic>> {
+    #[derive(Deserialize)]
+    struct Steps {
+        #[serde(default)]
+        steps: Vec<StepPaths>,
+    }
+    #[derive(Deserialize)]
+    struct StepPaths {
+        plugin: Option<String>,
+        source: Option<Spanned<String>>,
+    }
+    let files = config::manifest_files(dir).map_err(|d| vec![d])?;
+    let mut targets: Vec<BuildTarget> = Vec::new();
+    let mut problems = Vec::new();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Diagnostic::file(&file, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        let steps = match toml::from_str::<Steps>(&text) {
+            Ok(s) => s.steps,
+            Err(e) => {
+                problems.push(config::toml_error(&file, &text, &e));
+                continue;
+            }
+        };
+        let base = file.parent().unwrap_or(dir);
+        for step in steps {
+            let Some(source) = step.source else { continue };
+            let crate_dir = base.join(source.get_ref());
+            let output = match (&step.plugin, config::plugin_for_source(&crate_dir)) {
+                (Some(p), _) => base.join(p),
+                (None, Ok(p)) => base.join(p),
+                (None, Err(e)) => {
+                    problems.push(Diagnostic::at(&file, &text, source.span(), e));
+                    continue;
+                }
+            };
+            let target = BuildTarget {
+                source: crate_dir,
+                output,
+            };
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(targets)
+    } else {
+        Err(problems)
     }
 }
 

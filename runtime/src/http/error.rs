@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::config::FieldError;
+use crate::intake::Refusal;
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("{0}")]
@@ -40,13 +43,6 @@ pub enum HttpError {
     Duplicate { execution_id: Uuid },
     #[error("the input is not valid: {}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
     InvalidInput(Vec<FieldError>),
-}
-
-/// One problem with a typed input field.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
 }
 
 impl HttpError {
@@ -99,6 +95,36 @@ impl HttpError {
                 "invalid-input",
                 "Invalid input",
             ),
+        }
+    }
+}
+
+impl HttpError {
+    /// The answer when the server is at its limit of requests in flight.
+    pub fn busy() -> Self {
+        HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
+    }
+
+    /// The answer when the store cannot be read; the cause goes to the log.
+    pub fn store_read(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "store read failed");
+        HttpError::Unavailable("the store could not be read; try again".into())
+    }
+}
+
+impl From<Refusal> for HttpError {
+    fn from(refusal: Refusal) -> Self {
+        let message = refusal.to_string();
+        match refusal {
+            Refusal::Inactive(name) => HttpError::Inactive(name),
+            Refusal::RateLimited { limit, retry_after } => {
+                HttpError::RateLimited { limit, retry_after }
+            }
+            Refusal::QueueFull | Refusal::StoreFailed => HttpError::Unavailable(message),
+            Refusal::BadJson(e) => HttpError::BadJson(e),
+            Refusal::KeyTooLong(_) => HttpError::BadRequest(message),
+            Refusal::InvalidInput(errors) => HttpError::InvalidInput(errors),
+            Refusal::Duplicate(execution_id) => HttpError::Duplicate { execution_id },
         }
     }
 }

@@ -14,12 +14,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{
-    HttpError, accept, admit, auth, idempotency_key, in_flight, read_body, request_meta_for,
-};
-use crate::config::Auth;
 use crate::execution::Event;
-use crate::server::App;
+use crate::http::{self, HttpError};
+use crate::intake::{Delivery, KeySource, Trigger};
+use crate::state::AppState;
 
 /// The largest run request body.
 const MAX_RUN_BODY: u64 = 1 << 20;
@@ -36,51 +34,51 @@ struct RunBody {
     data: Option<Box<RawValue>>,
 }
 
-pub async fn run(State(app): State<Arc<App>>, req: Request) -> Response {
-    match handle(app, req).await {
+pub async fn run(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    match handle(&state, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn handle(app: Arc<App>, req: Request) -> Result<Response, HttpError> {
-    let _in_flight = in_flight(&app)?;
-    let tokens = Auth::Bearer {
-        secrets: app.api_tokens.clone(),
-    };
-    auth::check(&tokens, req.headers())?;
+async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
+    let _in_flight = state.in_flight().ok_or_else(HttpError::busy)?;
+    http::check_bearer(&state.run_tokens, req.headers())?;
 
     let (parts, body) = req.into_parts();
-    let body = tokio::time::timeout(
-        app.body_timeout,
-        read_body(&parts.headers, body, MAX_RUN_BODY),
-    )
-    .await
-    .map_err(|_| HttpError::BodyTimeout(app.body_timeout))??;
+    let body = http::read_body(body, MAX_RUN_BODY, state.body_timeout).await?;
+    // The one parse of the request: `data` is validated here and kept as
+    // the text it came as.
     let run: RunBody =
         serde_json::from_slice(&body).map_err(|e| HttpError::BadJson(e.to_string()))?;
     let name = run.workflow.or(run.workflow_id).ok_or_else(|| {
         HttpError::BadRequest("name the workflow: `workflow` or `workflow_id`".into())
     })?;
-    let workflow = app
+    let workflow = state
         .registry
         .load()
         .get(&name)
         .cloned()
         .ok_or_else(|| HttpError::NotFound(format!("no workflow `{name}`")))?;
-    admit(&app, &workflow)?;
+    state.intake.admit(&workflow)?;
 
     let data = run
         .data
         .map_or_else(|| "null".to_string(), |d| d.get().to_string());
-    let request = request_meta_for(&workflow, &parts);
-    let event = Arc::new(Event::new(
-        request,
-        Some("application/json".into()),
-        data.into(),
-        true,
-    ));
+    // The workflow's own auth does not apply here, but a header it treats
+    // as a credential is still kept out of the record.
+    let request = http::request_meta(&workflow.spec.trigger.auth, &parts);
+    let event = Event::new(request, Some("application/json".into()), data.into(), true);
     // Only `Idempotency-Key`: no provider delivery id applies here.
-    let key = idempotency_key(&Auth::None, &parts.headers, &event)?;
-    accept(&app, workflow, event, key, "api", run.user).await
+    let key = http::header_text(&parts.headers, http::IDEMPOTENCY_KEY)
+        .map_or(KeySource::None, KeySource::Given);
+    let delivery = Delivery {
+        event,
+        unparsed_json: false,
+        key,
+        trigger: Trigger::Api,
+        user: run.user,
+    };
+    let outcome = state.intake.accept(workflow, delivery).await?;
+    Ok(http::answer(outcome))
 }

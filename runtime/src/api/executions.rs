@@ -1,0 +1,139 @@
+//! Executions, behind the admin token: one record with its payload, and
+//! the list, newest first, with a cursor.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::require_admin;
+use crate::execution::{Event, Execution, Status};
+use crate::http::HttpError;
+use crate::state::AppState;
+use crate::store::ListFilter;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// `GET /api/v1/executions/{id}`: the whole record, with the payload.
+pub async fn execution(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    require_admin(&state, &headers)?;
+    let not_found = || HttpError::NotFound(format!("no execution `{id}`"));
+    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let execution = state
+        .store
+        .get(uuid)
+        .await
+        .map_err(HttpError::store_read)?
+        .ok_or_else(not_found)?;
+    let body = state
+        .store
+        .body(uuid)
+        .await
+        .map_err(HttpError::store_read)?;
+    let payload = body.map_or(Value::Null, |body| {
+        let event = Event::new(
+            execution.request.clone(),
+            execution.content_type.clone(),
+            body,
+            execution.body_is_json,
+        );
+        serde_json::from_str(event.payload_text()).unwrap_or(Value::Null)
+    });
+    let mut value = serde_json::to_value(&execution).map_err(HttpError::store_read)?;
+    value["payload"] = payload;
+    Ok(Json(value))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Summary {
+    id: Uuid,
+    workflow: String,
+    status: Status,
+    trigger: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    created_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl From<Execution> for Summary {
+    fn from(e: Execution) -> Self {
+        Self {
+            id: e.id,
+            workflow: e.workflow,
+            status: e.status,
+            trigger: e.trigger,
+            user: e.user,
+            created_at_ms: e.created_at_ms,
+            finished_at_ms: e.finished_at_ms,
+            error: e.error,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Page {
+    executions: Vec<Summary>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<Uuid>,
+}
+
+/// `GET /api/v1/executions?workflow=&status=&limit=&cursor=`, newest first.
+pub async fn executions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page>, HttpError> {
+    require_admin(&state, &headers)?;
+    let Query(q) = query.map_err(|e| HttpError::BadRequest(e.body_text()))?;
+    let status = q
+        .status
+        .map(|s| s.parse::<Status>())
+        .transpose()
+        .map_err(HttpError::BadRequest)?;
+    let before = q
+        .cursor
+        .map(|c| Uuid::parse_str(&c))
+        .transpose()
+        .map_err(|_| HttpError::BadRequest("`cursor` must be an execution id".into()))?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let found = state
+        .store
+        .list(ListFilter {
+            workflow: q.workflow,
+            status,
+            limit,
+            before,
+        })
+        .await
+        .map_err(HttpError::store_read)?;
+    let next_cursor = (found.len() == limit)
+        .then(|| found.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(Page {
+        executions: found.into_iter().map(Summary::from).collect(),
+        next_cursor,
+    }))
+}

@@ -1,0 +1,107 @@
+//! A manifest as written: strict serde types with spans, before any
+//! validation. Unknown fields are errors, reported with their line.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::auth::Encoding;
+use super::spec::{Method, Mode, OnDuplicate};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawManifest {
+    pub name: Option<Spanned<String>>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    pub trigger: Spanned<RawTrigger>,
+    #[serde(default)]
+    pub steps: Vec<Spanned<RawStep>>,
+    pub limits: Option<RawLimits>,
+    pub input: Option<Spanned<toml::Table>>,
+    pub input_schema: Option<Spanned<String>>,
+}
+
+pub(super) fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTrigger {
+    pub path: Option<Spanned<String>>,
+    pub methods: Option<Spanned<Vec<Method>>>,
+    #[serde(default)]
+    pub mode: Mode,
+    pub sync_timeout: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<String>>,
+    pub auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
+    pub on_duplicate: OnDuplicate,
+    pub idempotency_window: Option<Spanned<String>>,
+}
+
+/// `auth = { kind = "...", ... }`. Spans are lost inside internally tagged
+/// enums: problems point at the `auth` table.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub(super) enum RawAuth {
+    None {},
+    Bearer {
+        secrets: Vec<String>,
+    },
+    Header {
+        header: String,
+        secrets: Vec<String>,
+    },
+    PathToken {
+        secrets: Vec<String>,
+    },
+    StandardWebhooks {
+        secrets: Vec<String>,
+        tolerance: Option<String>,
+    },
+    Github {
+        secrets: Vec<String>,
+    },
+    Stripe {
+        secrets: Vec<String>,
+        tolerance: Option<String>,
+    },
+    HmacSha256 {
+        header: String,
+        #[serde(default)]
+        encoding: Encoding,
+        #[serde(default)]
+        prefix: String,
+        secrets: Vec<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStep {
+    pub id: Option<Spanned<String>>,
+    pub plugin: Option<Spanned<String>>,
+    pub source: Option<Spanned<String>>,
+    pub config: Option<toml::Value>,
+    pub timeout: Option<Spanned<String>>,
+    pub retries: Option<RawRetries>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetries {
+    pub max: Option<Spanned<u32>>,
+    pub backoff: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub concurrency: Option<Spanned<u32>>,
+    pub rate: Option<Spanned<String>>,
+    pub execution_timeout: Option<Spanned<String>>,
+    pub memory: Option<Spanned<String>>,
+}

@@ -1,0 +1,145 @@
+//! The validated workflow: what a manifest says once every path, duration,
+//! size and secret in it is resolved. Immutable once loaded; runtime state
+//! (rate limiters, concurrency slots) lives with the runner, keyed by name.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::Auth;
+use super::input::InputRules;
+
+/// A validated workflow manifest.
+#[derive(Debug, Clone)]
+pub struct WorkflowSpec {
+    pub name: String,
+    pub description: String,
+    pub enabled: bool,
+    pub file: PathBuf,
+    /// Lines of `name` and `trigger.path`, for cross-file diagnostics.
+    pub name_line: usize,
+    pub path_line: usize,
+    pub trigger: TriggerSpec,
+    pub steps: Vec<StepSpec>,
+    pub limits: WorkflowLimits,
+    /// What the payload must look like (`[input]` or `input_schema`).
+    pub input: InputRules,
+}
+
+#[derive(Debug, Clone)]
+pub struct TriggerSpec {
+    /// Served at `/hooks/{path}`; no leading or trailing slash. Empty for a
+    /// path-token trigger.
+    pub path: String,
+    pub methods: Vec<Method>,
+    pub mode: Mode,
+    pub sync_timeout: Duration,
+    pub max_body: u64,
+    pub auth: Auth,
+    pub on_duplicate: OnDuplicate,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    pub id: String,
+    /// The line of the step's `plugin` (or of the step), for diagnostics.
+    pub line: usize,
+    /// The plugin as written in the manifest (or derived from `source`).
+    pub plugin_name: String,
+    /// The plugin file, resolved.
+    pub plugin: PathBuf,
+    /// The crate `hookflow build` compiles into `plugin`, resolved.
+    pub source: Option<PathBuf>,
+    pub config: Value,
+    pub timeout: Duration,
+    pub retries: Retries,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Attempts after the first.
+    pub max: u32,
+    /// Delay before the first retry; doubled for each next one, with jitter.
+    pub backoff: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkflowLimits {
+    /// Executions of the workflow running at once.
+    pub concurrency: usize,
+    /// Accepted requests per window, at most (`rate = "100/min"`).
+    pub rate: Option<Rate>,
+    pub execution_timeout: Duration,
+    /// Linear memory per step instance, in bytes.
+    pub memory: u64,
+}
+
+/// A request rate: `count` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} requests per {:?}", self.count, self.per)
+    }
+}
+
+/// An HTTP method a trigger accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// `async`: answer 202 once the event is recorded. `sync`: wait for the
+/// result, up to `sync_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Async,
+    Sync,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Async => "async",
+            Mode::Sync => "sync",
+        }
+    }
+}
+
+/// What a repeated idempotency key gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDuplicate {
+    /// The original answer again, with `Idempotent-Replayed: true`.
+    #[default]
+    Replay,
+    /// `409 duplicate` with the original execution id.
+    Conflict,
+}

@@ -1,0 +1,390 @@
+//! From a [`RawManifest`] to a [`WorkflowSpec`]: defaults filled in,
+//! durations, sizes, routes and plugin paths checked, every problem
+//! collected with its line rather than stopping at the first.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use toml::Spanned;
+
+use super::MAX_PLUGIN_BYTES;
+use super::diagnostic::{Diagnostic, line_of};
+use super::names::{check_route, default_step_id, is_slug};
+use super::raw::{RawLimits, RawManifest, RawStep, RawTrigger};
+use super::scan::plugin_for_source;
+use super::spec::{Method, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec};
+use super::units::{parse_duration, parse_rate, parse_size};
+use super::{Auth, raw::RawAuth};
+
+/// The largest body a trigger may accept.
+const MAX_BODY_CEILING: u64 = 100 << 20;
+/// The largest memory a step may be granted.
+const MAX_STEP_MEMORY: u64 = 1 << 30;
+
+/// Checks one manifest, collecting problems as it goes.
+pub(super) struct Checker<'a> {
+    pub file: &'a Path,
+    pub source: &'a str,
+    /// The canonical watched directory: no plugin or schema may live
+    /// outside it.
+    pub root: &'a Path,
+    /// The manifest's directory: relative paths start here.
+    pub dir: &'a Path,
+    pub problems: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems
+            .push(Diagnostic::at(self.file, self.source, span, message));
+    }
+
+    fn line(&self, span: Range<usize>) -> usize {
+        line_of(self.source, span.start)
+    }
+
+    pub fn manifest(&mut self, raw: RawManifest) -> WorkflowSpec {
+        let (name, name_line) = self.name(raw.name);
+        let trigger_span = raw.trigger.span();
+        let path_line = self.line(
+            raw.trigger
+                .get_ref()
+                .path
+                .as_ref()
+                .map_or(trigger_span.clone(), Spanned::span),
+        );
+        let trigger = self.trigger(raw.trigger.into_inner(), trigger_span);
+        let limits = self.limits(raw.limits.unwrap_or_default());
+        if raw.steps.is_empty() {
+            self.problems.push(Diagnostic::file(
+                self.file,
+                "a workflow needs at least one [[steps]] entry",
+            ));
+        }
+        let mut steps: Vec<StepSpec> = Vec::new();
+        for (i, step) in raw.steps.into_iter().enumerate() {
+            let span = step.span();
+            let step = self.step(i, step.into_inner(), span.clone());
+            if steps.iter().any(|s| s.id == step.id) {
+                self.error(
+                    span,
+                    format!("two steps have the id `{}`: give each an `id`", step.id),
+                );
+            }
+            steps.push(step);
+        }
+        let input = self.input_rules(raw.input, raw.input_schema);
+        WorkflowSpec {
+            name,
+            description: raw.description,
+            enabled: raw.enabled,
+            file: self.file.to_path_buf(),
+            name_line,
+            path_line,
+            trigger,
+            steps,
+            limits,
+            input,
+        }
+    }
+
+    /// `name`, or the file stem when it is not set.
+    fn name(&mut self, written: Option<Spanned<String>>) -> (String, usize) {
+        let Some(n) = written else {
+            let stem = self
+                .file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !is_slug(&stem) {
+                self.problems.push(Diagnostic::file(
+                    self.file,
+                    format!("the file name `{stem}` is not a valid workflow name: set `name`"),
+                ));
+            }
+            return (stem, 1);
+        };
+        let line = self.line(n.span());
+        if !is_slug(n.get_ref()) {
+            self.error(
+                n.span(),
+                format!(
+                    "workflow name `{}` must be lower-case letters, digits, `-` or `_`",
+                    n.get_ref()
+                ),
+            );
+        }
+        (n.into_inner(), line)
+    }
+
+    fn trigger(&mut self, raw: RawTrigger, span: Range<usize>) -> TriggerSpec {
+        let path_token = matches!(
+            raw.auth.as_ref().map(Spanned::get_ref),
+            Some(RawAuth::PathToken { .. })
+        );
+        let path = match (&raw.path, path_token) {
+            (Some(p), true) => {
+                self.error(
+                    p.span(),
+                    "a path-token trigger is served at /hooks/t/{token}: remove `path`",
+                );
+                String::new()
+            }
+            (Some(p), false) => {
+                if let Err(why) = check_route(p.get_ref()) {
+                    self.error(p.span(), why);
+                }
+                p.get_ref().clone()
+            }
+            (None, true) => String::new(),
+            (None, false) => {
+                self.error(
+                    span.clone(),
+                    "trigger.path is missing: the webhook is served at /hooks/{path}",
+                );
+                String::new()
+            }
+        };
+        let methods = match raw.methods {
+            Some(m) if m.get_ref().is_empty() => {
+                self.error(
+                    m.span(),
+                    "`methods` is empty: list at least one, e.g. [\"POST\"]",
+                );
+                Vec::new()
+            }
+            Some(m) => {
+                let mut list = m.get_ref().clone();
+                list.sort_by_key(|x| x.as_str());
+                list.dedup();
+                list
+            }
+            None => vec![Method::Post],
+        };
+        let sync_timeout = self.duration(raw.sync_timeout, Duration::from_secs(10));
+        let max_body = match raw.max_body {
+            Some(s) => match parse_size(s.get_ref()) {
+                Ok(n) if n > MAX_BODY_CEILING => {
+                    self.error(
+                        s.span(),
+                        format!("max_body may be at most {MAX_BODY_CEILING} bytes"),
+                    );
+                    n
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(s.span(), e);
+                    0
+                }
+            },
+            None => 1 << 20,
+        };
+        let auth = match raw.auth {
+            Some(a) => {
+                let span = a.span();
+                self.auth(a.into_inner(), span)
+            }
+            None => {
+                self.error(
+                    span,
+                    "trigger.auth is missing: choose a kind, e.g. auth = { kind = \"bearer\", secrets = [\"env:HOOK_TOKEN\"] }, or write auth = { kind = \"none\" } to accept anyone",
+                );
+                Auth::None
+            }
+        };
+        let idempotency_window =
+            self.duration(raw.idempotency_window, Duration::from_secs(7 * 24 * 3600));
+        TriggerSpec {
+            path,
+            methods,
+            mode: raw.mode,
+            sync_timeout,
+            max_body,
+            auth,
+            on_duplicate: raw.on_duplicate,
+            idempotency_window,
+        }
+    }
+
+    fn step(&mut self, index: usize, raw: RawStep, span: Range<usize>) -> StepSpec {
+        let source = raw.source.as_ref().and_then(|s| {
+            let dir = self.dir.join(s.get_ref());
+            if dir.join("Cargo.toml").is_file() {
+                Some(dir)
+            } else {
+                self.error(
+                    s.span(),
+                    format!(
+                        "source `{}` is not a crate (no Cargo.toml there)",
+                        s.get_ref()
+                    ),
+                );
+                None
+            }
+        });
+        let plugin_name = match (&raw.plugin, &source) {
+            (Some(p), _) => p.get_ref().clone(),
+            (None, Some(src)) => plugin_for_source(src).unwrap_or_else(|e| {
+                self.error(span.clone(), e);
+                String::new()
+            }),
+            (None, None) => {
+                if raw.source.is_none() {
+                    self.error(span.clone(), "a step needs `plugin = \"plugins/NAME.wasm\"` or `source = \"path/to/crate\"`");
+                }
+                String::new()
+            }
+        };
+        let plugin_span = raw.plugin.as_ref().map_or(span, Spanned::span);
+        let line = self.line(plugin_span.clone());
+        let plugin = if plugin_name.is_empty() {
+            PathBuf::new()
+        } else {
+            self.plugin_file(&plugin_name, source.is_some())
+                .unwrap_or_else(|e| {
+                    self.error(plugin_span, e);
+                    PathBuf::new()
+                })
+        };
+        let id = match raw.id {
+            Some(id) => {
+                if !is_slug(id.get_ref()) {
+                    self.error(
+                        id.span(),
+                        format!(
+                            "step id `{}` must be lower-case letters, digits, `-` or `_`",
+                            id.get_ref()
+                        ),
+                    );
+                }
+                id.into_inner()
+            }
+            None => default_step_id(&plugin_name, index),
+        };
+        let config = match raw.config {
+            Some(c) => serde_json::to_value(c).unwrap_or(Value::Null),
+            None => Value::Object(Default::default()),
+        };
+        let timeout = self.duration(raw.timeout, Duration::from_secs(10));
+        let mut retries = Retries {
+            max: 0,
+            backoff: Duration::from_millis(200),
+        };
+        if let Some(r) = raw.retries {
+            if let Some(m) = r.max {
+                if *m.get_ref() > 20 {
+                    self.error(m.span(), "retries.max may be at most 20");
+                }
+                retries.max = *m.get_ref();
+            }
+            retries.backoff = self.duration(r.backoff, retries.backoff);
+        }
+        StepSpec {
+            id,
+            line,
+            plugin_name,
+            plugin,
+            source,
+            config,
+            timeout,
+            retries,
+        }
+    }
+
+    /// Resolves a plugin path and checks that it stays inside the watched
+    /// directory (symlinks included), exists, and is not too large.
+    fn plugin_file(&self, written: &str, has_source: bool) -> Result<PathBuf, String> {
+        let rel = Path::new(written);
+        if rel.is_absolute() {
+            return Err(format!(
+                "plugin `{written}` must be a path relative to the manifest"
+            ));
+        }
+        let real = match self.dir.join(rel).canonicalize() {
+            Ok(real) => real,
+            Err(_) if has_source => {
+                return Err(format!(
+                    "plugin `{written}` is not built yet: run `hookflow build {}`",
+                    self.root.display()
+                ));
+            }
+            Err(_) => return Err(format!("plugin `{written}` not found")),
+        };
+        if !real.starts_with(self.root) {
+            return Err(format!(
+                "plugin `{written}` resolves outside the workflow directory; copy it in instead"
+            ));
+        }
+        let meta = std::fs::metadata(&real).map_err(|e| format!("plugin `{written}`: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("plugin `{written}` is not a file"));
+        }
+        if meta.len() > MAX_PLUGIN_BYTES {
+            return Err(format!(
+                "plugin `{written}` is {} bytes; the limit is {MAX_PLUGIN_BYTES}",
+                meta.len()
+            ));
+        }
+        Ok(real)
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> WorkflowLimits {
+        let concurrency = match raw.concurrency {
+            Some(c) if *c.get_ref() == 0 => {
+                self.error(c.span(), "limits.concurrency must be at least 1");
+                1
+            }
+            Some(c) => *c.get_ref() as usize,
+            None => 16,
+        };
+        let rate = raw.rate.and_then(|r| {
+            parse_rate(r.get_ref())
+                .map_err(|e| self.error(r.span(), e))
+                .ok()
+        });
+        let execution_timeout = self.duration(raw.execution_timeout, Duration::from_secs(300));
+        let memory = match raw.memory {
+            Some(m) => match parse_size(m.get_ref()) {
+                Ok(n) if !(1 << 20..=MAX_STEP_MEMORY).contains(&n) => {
+                    self.error(
+                        m.span(),
+                        format!(
+                            "limits.memory must be between 1MiB and {}MiB",
+                            MAX_STEP_MEMORY >> 20
+                        ),
+                    );
+                    n
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(m.span(), e);
+                    0
+                }
+            },
+            None => 64 << 20,
+        };
+        WorkflowLimits {
+            concurrency,
+            rate,
+            execution_timeout,
+            memory,
+        }
+    }
+
+    fn duration(&mut self, raw: Option<Spanned<String>>, default: Duration) -> Duration {
+        let Some(s) = raw else { return default };
+        match parse_duration(s.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.error(s.span(), "a duration must be more than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.error(s.span(), e);
+                default
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! What an accepted delivery's sender hears (SPEC §5.1): `202` with where
+//! to follow the execution, the finished result of a sync workflow (or the
+//! answer a step shaped), `500` when it failed, and the original answer
+//! again, marked `Idempotent-Replayed`, for a repeated idempotency key.
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::HttpError;
+use crate::execution::{Execution, ShapedResponse, Status};
+use crate::intake::Outcome;
+
+/// The HTTP answer to an intake outcome.
+pub fn answer(outcome: Outcome) -> Response {
+    match outcome {
+        Outcome::Accepted(id) => accepted(id),
+        Outcome::Finished(execution) => finished(execution),
+        Outcome::Replayed { original, finished } => {
+            let mut response = finished.map_or_else(|| accepted(original), self::finished);
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    }
+}
+
+/// Where an execution can be followed.
+pub fn status_url(id: Uuid) -> String {
+    format!("/api/v1/executions/{id}")
+}
+
+/// 202 with where to follow the execution.
+fn accepted(id: Uuid) -> Response {
+    let url = status_url(id);
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "execution_id": id,
+            "status": Status::Queued.as_str(),
+            "status_url": url,
+        })),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+/// A finished sync execution: its output, the answer a step shaped, or
+/// 500 when it did not succeed.
+fn finished(execution: Execution) -> Response {
+    if execution.status != Status::Succeeded {
+        return HttpError::WorkflowFailed {
+            execution_id: execution.id,
+            message: execution
+                .error
+                .unwrap_or_else(|| execution.status.as_str().to_string()),
+        }
+        .into_response();
+    }
+    if let Some(shaped) = execution.response {
+        return shaped_response(shaped);
+    }
+    (
+        StatusCode::OK,
+        Json(json!({
+            "execution_id": execution.id,
+            "status": execution.status.as_str(),
+            "output": execution.output,
+        })),
+    )
+        .into_response()
+}
+
+/// The answer a step chose. Framing headers stay hookflow's.
+fn shaped_response(shaped: ShapedResponse) -> Response {
+    let status = StatusCode::from_u16(shaped.status).unwrap_or(StatusCode::OK);
+    let mut response = Response::new(Body::from(shaped.body));
+    *response.status_mut() = status;
+    for (name, value) in shaped.headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            continue;
+        };
+        if name != header::CONTENT_LENGTH
+            && name != header::TRANSFER_ENCODING
+            && name != header::CONNECTION
+        {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}

@@ -1,0 +1,16 @@
+//! What the webhook ingress and the API share about HTTP: the error type
+//! and its JSON answers, token credentials, reading a request, and the
+//! answer to an intake outcome. Nothing here knows about routes, the
+//! server's state or the workflows loaded.
+
+mod answer;
+mod credentials;
+mod error;
+mod request;
+
+pub use answer::{answer, status_url};
+pub use credentials::{check_bearer, check_header, is_credential};
+pub use error::HttpError;
+pub use request::{
+    IDEMPOTENCY_KEY, content_type, drain_small, header_text, read_body, request_meta,
+};

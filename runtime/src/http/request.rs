@@ -1,0 +1,120 @@
+//! Reading a request: its body within a size and a time limit, and what is
+//! kept of its head (the request metadata a plugin sees and the record
+//! keeps, credentials removed).
+//!
+//! Body lengths come from hyper, which has already parsed and checked
+//! `Content-Length` (`size_hint`); media types are parsed by `mime`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody as _};
+use axum::extract::ConnectInfo;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use super::credentials::is_credential;
+use super::error::HttpError;
+use crate::config::Auth;
+use crate::execution::{RequestMeta, now_ms};
+
+/// Bodies up to this size are read and dropped after an early refusal.
+const DRAIN_MAX: u64 = 64 * 1024;
+
+/// Reads the body within `timeout`, failing with 413 as soon as it passes
+/// `limit`, whether or not its `Content-Length` announced it.
+pub async fn read_body(body: Body, limit: u64, timeout: Duration) -> Result<Bytes, HttpError> {
+    tokio::time::timeout(timeout, read_limited(body, limit))
+        .await
+        .map_err(|_| HttpError::BodyTimeout(timeout))?
+}
+
+async fn read_limited(body: Body, limit: u64) -> Result<Bytes, HttpError> {
+    if body.size_hint().lower() > limit {
+        return Err(HttpError::TooLarge { limit });
+    }
+    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
+    match Limited::new(body, limit_usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(HttpError::TooLarge { limit })
+        }
+        Err(e) => Err(HttpError::BadRequest(format!(
+            "the body could not be read: {e}"
+        ))),
+    }
+}
+
+/// Reads and drops a body of at most [`DRAIN_MAX`] announced bytes, within
+/// a second, so the connection can carry the next request. Whether the
+/// connection is clean afterwards.
+pub async fn drain_small(body: Body) -> bool {
+    match body.size_hint().upper() {
+        Some(0) => true,
+        Some(n) if n <= DRAIN_MAX => tokio::time::timeout(
+            Duration::from_secs(1),
+            Limited::new(body, DRAIN_MAX as usize).collect(),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok()),
+        _ => false,
+    }
+}
+
+/// The header a sender names its idempotency key in.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Header `name`'s value, trimmed, when it is non-empty text.
+pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// The request's `Content-Type`, as sent (when it is text).
+pub fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// What is kept of a request: method, path, query, headers less those that
+/// carry credentials under `auth`, the peer's address and the time.
+pub fn request_meta(auth: &Auth, parts: &Parts) -> RequestMeta {
+    let remote_addr = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_default();
+    // A path token is a credential: it is not kept, nor shown to a step.
+    let path = if parts.uri.path().starts_with("/hooks/t/") {
+        "/hooks/t/{token}".to_string()
+    } else {
+        parts.uri.path().to_string()
+    };
+    let headers = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| !is_credential(auth, name.as_str()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    RequestMeta {
+        method: parts.method.as_str().to_string(),
+        path,
+        query: parts.uri.query().unwrap_or_default().to_string(),
+        headers,
+        remote_addr,
+        received_at_ms: now_ms(),
+    }
+}

@@ -1,0 +1,280 @@
+//! Intake: admission and acceptance of events, below HTTP.
+//!
+//! [`Intake::admit`] decides whether a workflow takes another event now
+//! (enabled, within its rate, room in the queue). [`Intake::accept`] checks
+//! the payload (valid JSON, typed input), claims the idempotency key,
+//! records the event and its `queued` execution durably, starts the run and,
+//! for a sync workflow, waits for its result. Both return plain values, an
+//! [`Outcome`] or a [`Refusal`]; the webhook ingress and the run API turn
+//! them into HTTP answers.
+
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::config::{FieldError, Mode, OnDuplicate};
+use crate::execution::{Event, Execution, Status, now_ms};
+use crate::registry::Workflow;
+use crate::runner::{Job, Runner, step_records};
+use crate::store::{Claim, IdempotencyKey, Store};
+
+/// The longest idempotency key accepted, in bytes.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// What started an execution, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Webhook,
+    /// `POST /api/v1/run`.
+    Api,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Webhook => "webhook",
+            Trigger::Api => "api",
+        }
+    }
+}
+
+/// Where a delivery's idempotency key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// No key: every delivery is new.
+    None,
+    /// A key the sender gave (a header).
+    Given(String),
+    /// The payload's top-level `id` field (a Stripe event id).
+    PayloadId,
+}
+
+/// An event an authenticated sender delivered, with what intake needs to
+/// know about it.
+pub struct Delivery {
+    pub event: Event,
+    /// The body is JSON by its content type but not yet parsed: intake
+    /// validates it (400 when it is not JSON).
+    pub unparsed_json: bool,
+    pub key: KeySource,
+    pub trigger: Trigger,
+    /// Who the execution runs for, when the caller said.
+    pub user: Option<String>,
+}
+
+/// What came of an accepted delivery.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Recorded and started, not finished when the answer is due (async,
+    /// or sync past its `sync_timeout`).
+    Accepted(Uuid),
+    /// A sync workflow finished in time, successfully or not.
+    Finished(Execution),
+    /// The idempotency key is held by `original`: nothing new was recorded.
+    /// `finished` is its record when the workflow is sync and it has ended,
+    /// so the original answer can be given again.
+    Replayed {
+        original: Uuid,
+        finished: Option<Execution>,
+    },
+}
+
+/// Why a delivery was not taken. Nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("workflow `{0}` is disabled; enable it to accept events")]
+    Inactive(String),
+    #[error("this workflow accepts at most {limit}; try again in {retry_after} s")]
+    RateLimited { limit: String, retry_after: u64 },
+    #[error("too many executions are waiting to run; try again")]
+    QueueFull,
+    #[error("the body is not valid JSON: {0}")]
+    BadJson(String),
+    #[error("the idempotency key is {0} bytes; the limit is {MAX_KEY_LEN}")]
+    KeyTooLong(usize),
+    #[error("the input is not valid: {}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
+    InvalidInput(Vec<FieldError>),
+    #[error("this idempotency key was already used by execution {0}")]
+    Duplicate(Uuid),
+    #[error("the event could not be stored; try again")]
+    StoreFailed,
+}
+
+/// Admission and acceptance; one per server.
+pub struct Intake {
+    store: Store,
+    runner: Runner,
+    /// Executions started and not finished, at most; past it, refuse.
+    max_queued: u64,
+}
+
+impl Intake {
+    pub fn new(store: Store, runner: Runner, max_queued: u64) -> Self {
+        Self {
+            store,
+            runner,
+            max_queued,
+        }
+    }
+
+    /// After the sender is authenticated: is the workflow enabled, within
+    /// its rate, and is there room for another execution?
+    pub fn admit(&self, workflow: &Workflow) -> Result<(), Refusal> {
+        let spec = &workflow.spec;
+        if !spec.enabled {
+            return Err(Refusal::Inactive(spec.name.clone()));
+        }
+        if let Some(limiter) = &self.runner.gate(workflow).rate {
+            limiter.check().map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                Refusal::RateLimited {
+                    limit: spec.limits.rate.map(|r| r.to_string()).unwrap_or_default(),
+                    retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+                }
+            })?;
+        }
+        if self.runner.unfinished() >= self.max_queued {
+            return Err(Refusal::QueueFull);
+        }
+        Ok(())
+    }
+
+    /// Records an admitted delivery as a new execution (unless its
+    /// idempotency key is held), starts it, and says what came of it: at
+    /// once for an async workflow, with the result for a sync one.
+    pub async fn accept(
+        &self,
+        workflow: Arc<Workflow>,
+        delivery: Delivery,
+    ) -> Result<Outcome, Refusal> {
+        let Delivery {
+            event,
+            unparsed_json,
+            key,
+            trigger,
+            user,
+        } = delivery;
+        let spec = &workflow.spec;
+        let parsed = parse_payload(
+            &event,
+            unparsed_json,
+            !spec.input.is_any() || key == KeySource::PayloadId,
+        )?;
+        let key = match key {
+            KeySource::None => None,
+            KeySource::Given(k) => Some(k),
+            KeySource::PayloadId => parsed
+                .as_ref()
+                .and_then(|p| p.get("id"))
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string),
+        };
+        if let Some(k) = key.as_ref().filter(|k| k.len() > MAX_KEY_LEN) {
+            return Err(Refusal::KeyTooLong(k.len()));
+        }
+        if !spec.input.is_any() {
+            let payload = parsed.unwrap_or(Value::Null);
+            spec.input.check(&payload).map_err(Refusal::InvalidInput)?;
+        }
+
+        let trigger_spec = &spec.trigger;
+        let key = key.map(|k| {
+            let window = u64::try_from(trigger_spec.idempotency_window.as_millis());
+            let expires = now_ms().saturating_add(window.unwrap_or(u64::MAX));
+            IdempotencyKey::new(&spec.name, &k, expires)
+        });
+        let mut execution = new_execution(&workflow, &event, trigger);
+        execution.user = user;
+        let claim = self
+            .store
+            .put_new(&execution, event.body.clone(), key)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, workflow = %spec.name, "cannot record event");
+                Refusal::StoreFailed
+            })?;
+        if let Claim::Duplicate(original) = claim {
+            return self.duplicate(&workflow, original).await;
+        }
+
+        let id = execution.id;
+        let mode = trigger_spec.mode;
+        let sync_timeout = trigger_spec.sync_timeout;
+        let done = self.runner.start(Job {
+            workflow,
+            execution,
+            event: Arc::new(event),
+        });
+        if mode == Mode::Async {
+            return Ok(Outcome::Accepted(id));
+        }
+        match tokio::time::timeout(sync_timeout, done).await {
+            Ok(Ok(finished)) => Ok(Outcome::Finished(finished)),
+            // Still running (or the server is stopping): the sender can
+            // follow it.
+            Ok(Err(_)) | Err(_) => Ok(Outcome::Accepted(id)),
+        }
+    }
+
+    /// The answer to a delivery whose key is already held by `original`.
+    async fn duplicate(&self, workflow: &Workflow, original: Uuid) -> Result<Outcome, Refusal> {
+        let trigger = &workflow.spec.trigger;
+        if trigger.on_duplicate == OnDuplicate::Conflict {
+            return Err(Refusal::Duplicate(original));
+        }
+        let finished = match trigger.mode {
+            Mode::Async => None,
+            Mode::Sync => self
+                .store
+                .get(original)
+                .await
+                .ok()
+                .flatten()
+                .filter(|e| e.status.is_finished()),
+        };
+        Ok(Outcome::Replayed { original, finished })
+    }
+}
+
+/// Parses the payload once, as far as this delivery needs: into a value
+/// when `want_value` (typed input, or a key inside the payload), else only
+/// validated when it is unparsed JSON, else not at all.
+fn parse_payload(
+    event: &Event,
+    unparsed_json: bool,
+    want_value: bool,
+) -> Result<Option<Value>, Refusal> {
+    let parsed = match (unparsed_json, want_value) {
+        (true, false) => serde_json::from_slice::<serde::de::IgnoredAny>(&event.body).map(|_| None),
+        (true, true) => serde_json::from_slice(&event.body).map(Some),
+        // A form's fields, JSON already validated, or `null`.
+        (false, true) => serde_json::from_str(event.payload_text()).map(Some),
+        (false, false) => Ok(None),
+    };
+    parsed.map_err(|e| Refusal::BadJson(e.to_string()))
+}
+
+/// A new `queued` execution of `workflow` for `event`, with a fresh UUID v7.
+fn new_execution(workflow: &Workflow, event: &Event, trigger: Trigger) -> Execution {
+    Execution {
+        id: Uuid::now_v7(),
+        workflow: workflow.spec.name.clone(),
+        status: Status::Queued,
+        trigger: trigger.as_str().to_string(),
+        user: None,
+        created_at_ms: event.request.received_at_ms,
+        started_at_ms: None,
+        finished_at_ms: None,
+        request: event.request.clone(),
+        content_type: event.content_type.clone(),
+        body_len: event.body.len() as u64,
+        body_is_json: event.is_json,
+        steps: step_records(workflow),
+        output: None,
+        response: None,
+        error: None,
+    }
+}
