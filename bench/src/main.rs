@@ -36,6 +36,11 @@ struct Args {
     /// baseline always runs).
     #[arg(long)]
     filter: Option<String>,
+    /// Also measure this hookflow binary (an earlier build, say) in the
+    /// same run: each of its scenarios right after the same one on the
+    /// current build, its rows marked `[compared]`.
+    #[arg(long)]
+    compare: Option<PathBuf>,
 }
 
 const MODES: [Connections; 5] = [
@@ -47,7 +52,7 @@ const MODES: [Connections; 5] = [
 ];
 
 struct Row {
-    scenario: &'static str,
+    scenario: String,
     conns: Connections,
     max_rate: f64,
     open_rate: f64,
@@ -121,7 +126,7 @@ async fn http(
         for conns in MODES {
             rows.push(
                 measure(
-                    "baseline: hello",
+                    "baseline: hello".into(),
                     &hello,
                     conns,
                     run_for,
@@ -132,7 +137,7 @@ async fn http(
             );
             rows.push(
                 measure(
-                    "baseline: read 1 KiB body",
+                    "baseline: read 1 KiB body".into(),
                     &echo,
                     conns,
                     run_for,
@@ -143,42 +148,77 @@ async fn http(
             );
         }
     }
-    // 2-4. hookflow.
+    // 2-4. hookflow: this build, and the one to compare with, if any.
     {
-        let dir = servers::workflows(work, root)?;
-        let server = Server::hookflow(&bins.join("hookflow"), &dir, &work.join("bench.redb"))?;
-        let addr = server.addr;
+        let mut binaries = vec![(bins.join("hookflow"), "")];
+        if let Some(other) = &args.compare {
+            binaries.push((other.clone(), " [compared]"));
+        }
+        let mut servers = Vec::new();
+        for (i, (binary, label)) in binaries.into_iter().enumerate() {
+            let work = work.join(format!("hookflow-{i}"));
+            let dir = servers::workflows(&work, root)?;
+            let server = Server::hookflow(&binary, &dir, &work.join("bench.redb"))?;
+            servers.push((server, label));
+        }
         let payload = servers::payload_1k();
         let json = [("content-type", "application/json")];
-        let unauthorized = Target::new(addr, "POST", "/hooks/auth", &json, &payload, 401);
         let big = vec![b' '; 2048];
-        let too_large = Target::new(addr, "POST", "/hooks/limit", &json, &big, 413);
-        let async_echo = Target::new(addr, "POST", "/hooks/async", &json, &payload, 202);
-        let sync_chain = Target::new(addr, "POST", "/hooks/sync", &json, &payload, 200);
-        let scenarios = [
-            ("ingress: 401 bad token", &unauthorized, None),
-            ("ingress: 413 over max_body", &too_large, None),
-            ("async: 1-step echo, 1 KiB (ack)", &async_echo, Some(addr)),
-            ("sync: json-map > echo > json-map", &sync_chain, None),
+        let scenarios: [(&str, &str, &[u8], u16, bool); 4] = [
+            (
+                "ingress: 401 bad token",
+                "/hooks/auth",
+                &payload,
+                401,
+                false,
+            ),
+            (
+                "ingress: 413 over max_body",
+                "/hooks/limit",
+                &big,
+                413,
+                false,
+            ),
+            (
+                "async: 1-step echo, 1 KiB (ack)",
+                "/hooks/async",
+                &payload,
+                202,
+                true,
+            ),
+            (
+                "sync: json-map > echo > json-map",
+                "/hooks/sync",
+                &payload,
+                200,
+                false,
+            ),
         ];
         for conns in MODES {
-            for (name, target, executions_of) in scenarios {
-                if args.filter.as_deref().is_none_or(|f| name.contains(f)) {
+            for (name, path, body, status, counts_executions) in scenarios {
+                if args.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+                    continue;
+                }
+                for (server, label) in &servers {
+                    let addr = server.addr;
+                    let target = Target::new(addr, "POST", path, &json, body, status);
                     rows.push(
                         measure(
-                            name,
-                            target,
+                            format!("{name}{label}"),
+                            &target,
                             conns,
                             run_for,
                             args.open_fraction,
-                            executions_of,
+                            counts_executions.then_some(addr),
                         )
                         .await,
                     );
                 }
             }
         }
-        server.stop();
+        for (server, _) in servers {
+            server.stop();
+        }
     }
 
     print_http(&rows);
@@ -189,7 +229,7 @@ async fn http(
 /// latencies free of coordinated omission. For async rows, also waits for
 /// the executions to finish and reports how fast they did.
 async fn measure(
-    scenario: &'static str,
+    scenario: String,
     target: &Target,
     conns: Connections,
     run_for: Duration,
