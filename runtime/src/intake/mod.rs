@@ -14,7 +14,7 @@ use governor::clock::{Clock, DefaultClock};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::config::{FieldError, Mode, OnDuplicate};
+use crate::config::{FieldError, Mode, OnDuplicate, WorkflowSpec};
 use crate::execution::{Event, Execution, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Job, Runner, step_records};
@@ -157,29 +157,7 @@ impl Intake {
             user,
         } = delivery;
         let spec = &workflow.spec;
-        let parsed = parse_payload(
-            &event,
-            unparsed_json,
-            !spec.input.is_any() || key == KeySource::PayloadId,
-        )?;
-        let key = match key {
-            KeySource::None => None,
-            KeySource::Given(k) => Some(k),
-            KeySource::PayloadId => parsed
-                .as_ref()
-                .and_then(|p| p.get("id"))
-                .and_then(Value::as_str)
-                .filter(|id| !id.is_empty())
-                .map(str::to_string),
-        };
-        if let Some(k) = key.as_ref().filter(|k| k.len() > MAX_KEY_LEN) {
-            return Err(Refusal::KeyTooLong(k.len()));
-        }
-        if !spec.input.is_any() {
-            let payload = parsed.unwrap_or(Value::Null);
-            spec.input.check(&payload).map_err(Refusal::InvalidInput)?;
-        }
-
+        let key = inspect(spec, &event, unparsed_json, key)?;
         let trigger_spec = &spec.trigger;
         let key = key.map(|k| {
             let window = u64::try_from(trigger_spec.idempotency_window.as_millis());
@@ -237,6 +215,37 @@ impl Intake {
         };
         Ok(Outcome::Replayed { original, finished })
     }
+}
+
+/// Checks a delivery before anything is recorded: the payload is JSON when
+/// it should be (400), the idempotency key is not too long (400), the
+/// payload fits the workflow's typed input (422). Returns the key.
+fn inspect(
+    spec: &WorkflowSpec,
+    event: &Event,
+    unparsed_json: bool,
+    key: KeySource,
+) -> Result<Option<String>, Refusal> {
+    let want_value = !spec.input.is_any() || key == KeySource::PayloadId;
+    let parsed = parse_payload(event, unparsed_json, want_value)?;
+    let key = match key {
+        KeySource::None => None,
+        KeySource::Given(k) => Some(k),
+        KeySource::PayloadId => parsed
+            .as_ref()
+            .and_then(|p| p.get("id"))
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string),
+    };
+    if let Some(k) = key.as_ref().filter(|k| k.len() > MAX_KEY_LEN) {
+        return Err(Refusal::KeyTooLong(k.len()));
+    }
+    if !spec.input.is_any() {
+        let payload = parsed.unwrap_or(Value::Null);
+        spec.input.check(&payload).map_err(Refusal::InvalidInput)?;
+    }
+    Ok(key)
 }
 
 /// Parses the payload once, as far as this delivery needs: into a value

@@ -67,6 +67,38 @@ pub struct Runner {
     gates: Arc<Gates>,
     /// Executions started and not yet finished: exact, for admission.
     unfinished: Arc<AtomicU64>,
+    counters: Counters,
+}
+
+/// Handles on the `/metrics` counters, registered once so that counting is
+/// an atomic add, not a registry lookup.
+#[derive(Clone)]
+struct Counters {
+    started: metrics::Counter,
+    succeeded: metrics::Counter,
+    failed: metrics::Counter,
+    timed_out: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Self {
+        let finished =
+            |status: Status| metrics::counter!(EXECUTIONS_FINISHED, "status" => status.as_str());
+        Self {
+            started: metrics::counter!(EXECUTIONS_STARTED),
+            succeeded: finished(Status::Succeeded),
+            failed: finished(Status::Failed),
+            timed_out: finished(Status::TimedOut),
+        }
+    }
+
+    fn finished(&self, status: Status) -> &metrics::Counter {
+        match status {
+            Status::Succeeded => &self.succeeded,
+            Status::TimedOut => &self.timed_out,
+            _ => &self.failed,
+        }
+    }
 }
 
 /// The step records of a new execution of `workflow`, all pending.
@@ -87,6 +119,8 @@ pub fn step_records(workflow: &Workflow) -> Vec<StepRecord> {
 }
 
 impl Runner {
+    /// A runner; its counters count into the metrics recorder installed
+    /// when it is made.
     pub fn new(engine: Arc<Engine>, store: Store) -> Self {
         Self {
             engine,
@@ -94,6 +128,7 @@ impl Runner {
             tasks: TaskTracker::new(),
             gates: Arc::default(),
             unfinished: Arc::default(),
+            counters: Counters::new(),
         }
     }
 
@@ -113,7 +148,7 @@ impl Runner {
     /// (drop it to not wait).
     pub fn start(&self, job: Job) -> oneshot::Receiver<Execution> {
         let (tx, rx) = oneshot::channel();
-        metrics::counter!(EXECUTIONS_STARTED).increment(1);
+        self.counters.started.increment(1);
         self.unfinished.fetch_add(1, Ordering::Relaxed);
         let runner = self.clone();
         self.tasks.spawn(async move {
@@ -248,7 +283,7 @@ impl Runner {
 
     async fn finish(&self, mut execution: Execution) -> Execution {
         execution.finished_at_ms = Some(now_ms());
-        metrics::counter!(EXECUTIONS_FINISHED, "status" => execution.status.as_str()).increment(1);
+        self.counters.finished(execution.status).increment(1);
         self.unfinished.fetch_sub(1, Ordering::Relaxed);
         if let Err(e) = self.store.put(&execution, None).await {
             tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
