@@ -202,6 +202,59 @@ async fn standard_webhooks_signature_table() {
     );
 }
 
+/// Finding 2 of the fault issue: an unsigned `Idempotency-Key` must not
+/// turn a captured signed delivery into a new execution.
+#[tokio::test]
+async fn replay_past_a_signature_makes_no_new_execution() {
+    let work = workdir();
+    let server = work.start();
+    let body = r#"{"order":7}"#;
+    let ts = now().to_string();
+    let sig = sign_sw(SW1, "msg_replayed", &ts, body);
+    let mut executions = std::collections::HashSet::new();
+    for key in [None, Some("a"), Some("b"), Some("c"), Some("d")] {
+        let mut r = server
+            .post("/hooks/sw")
+            .header("content-type", "application/json")
+            .header("webhook-id", "msg_replayed")
+            .header("webhook-timestamp", &ts)
+            .header("webhook-signature", &sig)
+            .body(body);
+        if let Some(key) = key {
+            r = r.header("idempotency-key", key);
+        }
+        let r = r.go().await;
+        assert_eq!(r.status(), 202, "key {key:?}");
+        let ack: serde_json::Value = r.json().await.unwrap();
+        executions.insert(ack["execution_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(executions.len(), 1, "standard-webhooks: {executions:?}");
+
+    // Stripe: the signed event id is the key, whatever the header says.
+    let body = r#"{"id":"evt_replayed","type":"charge.succeeded"}"#;
+    let t = now();
+    let sig = hex::encode(mac(
+        STRIPE.as_bytes(),
+        &[t.to_string().as_bytes(), b".", body.as_bytes()],
+    ));
+    let mut executions = std::collections::HashSet::new();
+    for key in [None, Some("a"), Some("b")] {
+        let mut r = server
+            .post("/hooks/st")
+            .header("content-type", "application/json")
+            .header("stripe-signature", format!("t={t},v1={sig}"))
+            .body(body);
+        if let Some(key) = key {
+            r = r.header("idempotency-key", key);
+        }
+        let r = r.go().await;
+        assert_eq!(r.status(), 202, "key {key:?}");
+        let ack: serde_json::Value = r.json().await.unwrap();
+        executions.insert(ack["execution_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(executions.len(), 1, "stripe: {executions:?}");
+}
+
 #[tokio::test]
 async fn github_stripe_and_generic_hmac_verify_and_refuse() {
     let work = workdir();

@@ -114,18 +114,20 @@ async fn handle(
     Ok(http::answer(outcome))
 }
 
-/// Where the delivery's idempotency key comes from: `Idempotency-Key`,
-/// else the provider's delivery id (`webhook-id`, `X-GitHub-Delivery`, the
-/// Stripe event's `id`). Never derived from the body's bytes: a Stripe
-/// event id is a field the sender set, not a hash.
+/// Where the delivery's idempotency key comes from. For the kinds that sign
+/// a delivery id, that id and nothing else: `webhook-id`
+/// (standard-webhooks) and the event's `id` (stripe), so a captured
+/// delivery resent with a new, unsigned `Idempotency-Key` is still a
+/// duplicate. Otherwise `Idempotency-Key`, else GitHub's
+/// `X-GitHub-Delivery` (GitHub signs neither). Never derived from the
+/// body's bytes: a Stripe event id is a field the sender set, not a hash.
 fn idempotency_key(auth: &Auth, headers: &HeaderMap, is_json: bool) -> KeySource {
     let given = |name| http::header_text(headers, name).map(KeySource::Given);
-    given(http::IDEMPOTENCY_KEY)
-        .or_else(|| match auth {
-            Auth::StandardWebhooks { .. } => given("webhook-id"),
-            Auth::Github { .. } => given("x-github-delivery"),
-            Auth::Stripe { .. } if is_json => Some(KeySource::PayloadId),
-            _ => None,
-        })
-        .unwrap_or(KeySource::None)
+    let key = match auth {
+        Auth::StandardWebhooks { .. } => given("webhook-id"),
+        Auth::Stripe { .. } => is_json.then_some(KeySource::PayloadId),
+        Auth::Github { .. } => given(http::IDEMPOTENCY_KEY).or_else(|| given("x-github-delivery")),
+        _ => given(http::IDEMPOTENCY_KEY),
+    };
+    key.unwrap_or(KeySource::None)
 }
