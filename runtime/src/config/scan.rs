@@ -154,13 +154,18 @@ mod tests {
     /// A one-step manifest: `trigger` lines go into `[trigger]` after the
     /// path, then `auth` (omitted when empty).
     fn manifest(trigger: &str, auth: &str) -> String {
+        manifest_with(trigger, auth, "")
+    }
+
+    /// The same, with `sections` (e.g. a `[limits]` table) before the step.
+    fn manifest_with(trigger: &str, auth: &str, sections: &str) -> String {
         let auth = if auth.is_empty() {
             String::new()
         } else {
             format!("auth = {auth}")
         };
         format!(
-            "\n[trigger]\npath = \"a/b\"\n{trigger}\n{auth}\n\n[[steps]]\nplugin = \"plugins/echo.wasm\"\nconfig = {{ x = 1 }}\n"
+            "\n[trigger]\npath = \"a/b\"\n{trigger}\n{auth}\n\n{sections}[[steps]]\nplugin = \"plugins/echo.wasm\"\nconfig = {{ x = 1 }}\n"
         )
     }
 
@@ -214,6 +219,17 @@ plugin = "../outside.wasm"
             "{errs:?}"
         );
         assert!(errs[3].message.contains("HOOKFLOW_TEST_SURELY_UNSET"));
+    }
+
+    /// Finding 8 of the fault issue: a duration that would overflow a
+    /// deadline is refused at load, with its line.
+    #[test]
+    fn durations_past_a_year_are_refused_at_load() {
+        let limits = "[limits]\nexecution_timeout = \"300000000000y\"\n\n";
+        let errs = load(&manifest_with("", NONE, limits)).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(8), "{}", errs[0]);
+        assert!(errs[0].message.contains("366 days"), "{}", errs[0]);
     }
 
     #[test]

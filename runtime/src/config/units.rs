@@ -5,10 +5,20 @@ use std::time::Duration;
 
 use super::spec::Rate;
 
+/// The longest duration a manifest may give: every deadline computed from
+/// one stays far inside what the clock can represent.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
         format!("`{text}` is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"2m\"")
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(format!(
+            "`{text}` is longer than a duration may be (366 days)"
+        ));
+    }
+    Ok(d)
 }
 
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -45,6 +55,12 @@ mod tests {
         assert_eq!(parse_size("1 KB"), Ok(1000));
         assert!(parse_duration("soon").unwrap_err().contains("10s"));
         assert!(parse_size("big").unwrap_err().contains("1MiB"));
+        assert_eq!(parse_duration("366d"), Ok(MAX_DURATION));
+        assert!(
+            parse_duration("300000000000y")
+                .unwrap_err()
+                .contains("366 days")
+        );
     }
 
     #[test]

@@ -281,7 +281,9 @@ impl Engine {
                 memory_exceeded: false,
             },
             logs: Logs::new(self.policy.log_cap),
-            deadline: Instant::now() + limits.timeout,
+            deadline: Instant::now()
+                .checked_add(limits.timeout)
+                .unwrap_or_else(Instant::now),
             timed_out: false,
         };
         let mut store = Store::new(&self.wasmtime, host);

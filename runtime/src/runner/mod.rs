@@ -227,7 +227,12 @@ impl Runner {
         let _running = gate.running.acquire().await;
         execution.status = Status::Running;
         execution.started_at_ms.get_or_insert_with(now_ms);
-        let deadline = Instant::now() + workflow.spec.limits.execution_timeout;
+        // Durations are capped at load; `checked_add` keeps a bad one from
+        // panicking here all the same.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(workflow.spec.limits.execution_timeout)
+            .unwrap_or(now);
 
         let start = execution.first_unfinished_step();
         // `None`: the event's payload, read in place (never copied into a
