@@ -29,7 +29,8 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
+/// Printed with its tokens redacted (see the `Debug` impl).
+#[derive(clap::Args)]
 pub struct ServeArgs {
     /// The workflow directory: one `*.toml` manifest per workflow.
     #[arg(long, env = "HOOKFLOW_DIR", default_value = "./workflows")]
@@ -71,4 +72,51 @@ pub struct ServeArgs {
     /// the next start.
     #[arg(long, env = "HOOKFLOW_DRAIN_SECS", default_value_t = 10)]
     pub drain_secs: u64,
+}
+
+/// Stands for a token in `Debug` output.
+pub(crate) fn redacted<T>(token: &Option<T>) -> Option<&'static str> {
+    token.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("dir", &self.dir)
+            .field("db", &self.db)
+            .field("listen", &self.listen)
+            .field("admin_token", &redacted(&self.admin_token))
+            .field(
+                "api_tokens",
+                &format_args!("<{} redacted>", self.api_tokens.len()),
+            )
+            .field("build", &self.build)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_queued", &self.max_queued)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("drain_secs", &self.drain_secs)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 9 of the fault issue: tokens never reach `Debug` output.
+    #[test]
+    fn tokens_are_not_printed() {
+        let cli = Cli::parse_from([
+            "hookflow",
+            "serve",
+            "--admin-token",
+            "admin-s3cret",
+            "--api-token",
+            "api-s3cret",
+        ]);
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

@@ -28,8 +28,8 @@ use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use crate::{api, ingress};
 
-/// What `hookflow serve` runs with.
-#[derive(Debug, Clone)]
+/// What `hookflow serve` runs with. Printed with its tokens redacted.
+#[derive(Clone)]
 pub struct Settings {
     pub dir: PathBuf,
     pub db: PathBuf,
@@ -43,6 +43,24 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Bearer tokens for `POST /api/v1/run` (the admin token works too).
     pub api_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("dir", &self.dir)
+            .field("db", &self.db)
+            .field("admin_token", &crate::cli::redacted(&self.admin_token))
+            .field("engine", &self.engine)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_queued", &self.max_queued)
+            .field("body_timeout", &self.body_timeout)
+            .field(
+                "api_tokens",
+                &format_args!("<{} redacted>", self.api_tokens.len()),
+            )
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,4 +245,26 @@ fn metrics_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Finding 9 of the fault issue: tokens never reach `Debug` output.
+    #[test]
+    fn settings_do_not_print_tokens() {
+        let settings = Settings {
+            dir: "w".into(),
+            db: "d".into(),
+            admin_token: Some("admin-s3cret".into()),
+            engine: EnginePolicy::default(),
+            max_in_flight: 1,
+            max_queued: 1,
+            body_timeout: Duration::from_secs(1),
+            api_tokens: vec!["api-s3cret".into()],
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::raw::RawAuth;
+use super::scan::read_confined;
 use super::units::parse_duration;
 use super::validate::Checker;
 
@@ -45,14 +46,25 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// A Standard Webhooks secret: `whsec_` (optional) then base64.
+/// The shortest Standard Webhooks key accepted, in bytes (the
+/// specification asks for 24 to 64).
+const MIN_STANDARD_KEY: usize = 24;
+
+/// A Standard Webhooks secret: `whsec_` (optional) then the base64 of at
+/// least 24 bytes.
 pub fn decode_standard_secret(text: &str) -> Result<Secret, String> {
     use base64::Engine as _;
     let b64 = text.strip_prefix("whsec_").unwrap_or(text);
-    base64::engine::general_purpose::STANDARD
+    let key = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map(Secret::new)
-        .map_err(|_| "a standard-webhooks secret is `whsec_` followed by base64".to_string())
+        .map_err(|_| "a standard-webhooks secret is `whsec_` followed by base64".to_string())?;
+    if key.len() < MIN_STANDARD_KEY {
+        return Err(format!(
+            "a standard-webhooks secret must decode to at least {MIN_STANDARD_KEY} bytes, not {}",
+            key.len()
+        ));
+    }
+    Ok(Secret::new(key))
 }
 
 /// How a generic signature header encodes its MAC.
@@ -205,7 +217,7 @@ impl Checker<'_> {
         }
         let mut out = Vec::new();
         for r in refs {
-            match resolve_secret(&r, self.dir) {
+            match resolve_secret(&r, self.dir, self.root) {
                 Ok(s) => out.push(s),
                 Err(e) => self.error(span.clone(), e),
             }
@@ -220,14 +232,20 @@ fn is_url_token(s: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(b))
 }
 
-/// `env:NAME` or `file:PATH` (relative to the manifest).
-fn resolve_secret(reference: &str, dir: &Path) -> Result<Secret, String> {
+/// The largest secret file read.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// `env:NAME`, or `file:PATH`: a regular file inside the workflow
+/// directory (`root`), relative to the manifest's folder (`dir`).
+fn resolve_secret(reference: &str, dir: &Path, root: &Path) -> Result<Secret, String> {
     let value = if let Some(var) = reference.strip_prefix("env:") {
         std::env::var(var)
             .map_err(|_| format!("secret `{reference}`: environment variable `{var}` is not set"))?
     } else if let Some(path) = reference.strip_prefix("file:") {
-        let text = std::fs::read_to_string(dir.join(path))
-            .map_err(|e| format!("secret `{reference}`: cannot read: {e}"))?;
+        let bytes = read_confined(dir, root, Path::new(path), MAX_SECRET_BYTES)
+            .map_err(|e| format!("secret `{reference}`: the file {e}"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| format!("secret `{reference}`: the file is not UTF-8 text"))?;
         text.trim_end_matches(['\r', '\n']).to_string()
     } else {
         return Err(format!(
@@ -248,11 +266,23 @@ mod tests {
     fn secrets_come_from_files_and_compare_exactly() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tok"), "s3cret\n").unwrap();
-        let s = resolve_secret("file:tok", dir.path()).unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let s = resolve_secret("file:tok", &root, &root).unwrap();
         assert!(s.matches(b"s3cret"));
         assert!(!s.matches(b"s3cre"));
         assert!(!s.matches(b"s3cret2"));
-        assert!(resolve_secret("s3cret", dir.path()).is_err());
+        assert!(resolve_secret("s3cret", &root, &root).is_err());
         assert_eq!(format!("{s:?}"), "Secret(..)");
+    }
+
+    /// Finding 9 of the fault issue: a short Standard Webhooks key is
+    /// refused at load.
+    #[test]
+    fn a_short_standard_webhooks_secret_is_refused() {
+        use base64::Engine as _;
+        let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+        assert!(decode_standard_secret(&format!("whsec_{}", b64(24))).is_ok());
+        let err = decode_standard_secret(&format!("whsec_{}", b64(23))).unwrap_err();
+        assert!(err.contains("at least 24 bytes"), "{err}");
     }
 }

@@ -2,6 +2,7 @@
 //! `[input]` fields or as an `input_schema` JSON Schema file, and the check
 //! that reports every violation at once.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -9,7 +10,11 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::raw::default_true;
+use super::scan::read_confined;
 use super::validate::Checker;
+
+/// The largest schema file read.
+const MAX_SCHEMA_BYTES: u64 = 1 << 20;
 
 /// Schema violations reported for one payload, at most.
 const MAX_SCHEMA_ERRORS: usize = 50;
@@ -181,18 +186,9 @@ impl Checker<'_> {
     /// `input_schema = "schemas/x.json"`: a JSON Schema file inside the
     /// workflow directory. Remote and file references are not resolved.
     fn schema(&self, written: &str) -> Result<Arc<jsonschema::Validator>, String> {
-        let path = self.dir.join(written);
-        let real = path
-            .canonicalize()
-            .map_err(|_| format!("input_schema `{written}` not found"))?;
-        if !real.starts_with(self.root) {
-            return Err(format!(
-                "input_schema `{written}` resolves outside the workflow directory"
-            ));
-        }
-        let text =
-            std::fs::read_to_string(&real).map_err(|e| format!("input_schema `{written}`: {e}"))?;
-        let schema: Value = serde_json::from_str(&text)
+        let bytes = read_confined(self.dir, self.root, Path::new(written), MAX_SCHEMA_BYTES)
+            .map_err(|e| format!("input_schema `{written}` {e}"))?;
+        let schema: Value = serde_json::from_slice(&bytes)
             .map_err(|e| format!("input_schema `{written}` is not JSON: {e}"))?;
         jsonschema::validator_for(&schema)
             .map(Arc::new)

@@ -45,55 +45,86 @@ pub fn load_dir(dir: &Path) -> (Vec<WorkflowSpec>, Vec<Diagnostic>) {
             Err(mut found) => problems.append(&mut found),
         }
     }
-    let mut names: HashMap<String, PathBuf> = HashMap::new();
-    let mut paths: HashMap<String, PathBuf> = HashMap::new();
-    specs.retain(|spec| {
-        if let Some(first) = names.get(&spec.name) {
+    // A name or path claimed by two manifests: neither is loaded, since
+    // which one the operator meant cannot be known.
+    let mut names: HashMap<&str, Vec<&Path>> = HashMap::new();
+    let mut paths: HashMap<&str, Vec<&Path>> = HashMap::new();
+    for spec in &specs {
+        names.entry(&spec.name).or_default().push(&spec.file);
+        if !spec.trigger.path.is_empty() {
+            paths
+                .entry(&spec.trigger.path)
+                .or_default()
+                .push(&spec.file);
+        }
+    }
+    let others = |claims: &HashMap<&str, Vec<&Path>>, key: &str, me: &Path| -> Vec<String> {
+        claims.get(key).map_or_else(Vec::new, |files| {
+            files
+                .iter()
+                .filter(|f| **f != me)
+                .map(|f| f.display().to_string())
+                .collect()
+        })
+    };
+    let mut refused = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let by_name = others(&names, &spec.name, &spec.file);
+        let by_path = others(&paths, &spec.trigger.path, &spec.file);
+        if !by_name.is_empty() {
             problems.push(Diagnostic {
                 file: spec.file.clone(),
                 line: Some(spec.name_line),
                 message: format!(
-                    "workflow name `{}` is already used by {}",
+                    "workflow name `{}` is also used by {}: neither is loaded",
                     spec.name,
-                    first.display()
+                    by_name.join(", ")
                 ),
             });
-            return false;
         }
-        if let Some(first) = paths
-            .get(&spec.trigger.path)
-            .filter(|_| !spec.trigger.path.is_empty())
-        {
+        if !by_path.is_empty() {
             problems.push(Diagnostic {
                 file: spec.file.clone(),
                 line: Some(spec.path_line),
                 message: format!(
-                    "trigger path `{}` is already served by {}",
+                    "trigger path `{}` is also served by {}: neither is loaded",
                     spec.trigger.path,
-                    first.display()
+                    by_path.join(", ")
                 ),
             });
-            return false;
         }
-        names.insert(spec.name.clone(), spec.file.clone());
-        paths.insert(spec.trigger.path.clone(), spec.file.clone());
-        true
-    });
+        if !by_name.is_empty() || !by_path.is_empty() {
+            refused.push(i);
+        }
+    }
+    let specs = specs
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.contains(i))
+        .map(|(_, spec)| spec)
+        .collect();
     (specs, problems)
 }
 
+/// The largest manifest file read.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
 /// Reads and validates one manifest. `root` is the canonical watched
-/// directory: no plugin may live outside it.
+/// directory: no plugin, schema or secret file may live outside it, nor
+/// the manifest itself (through a symlink).
 pub fn load_file(file: &Path, root: &Path) -> Result<WorkflowSpec, Vec<Diagnostic>> {
-    let source = std::fs::read_to_string(file)
-        .map_err(|e| vec![Diagnostic::file(file, format!("cannot read: {e}"))])?;
+    let dir = file.parent().unwrap_or(root);
+    let name = file.file_name().map(Path::new).unwrap_or(file);
+    let source = read_confined(dir, root, name, MAX_MANIFEST_BYTES)
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string()))
+        .map_err(|e| vec![Diagnostic::file(file, format!("the manifest {e}"))])?;
     let raw: RawManifest =
         toml::from_str(&source).map_err(|e| vec![toml_error(file, &source, &e)])?;
     let mut checker = Checker {
         file,
         source: &source,
         root,
-        dir: file.parent().unwrap_or(root),
+        dir,
         problems: Vec::new(),
     };
     let spec = checker.manifest(raw);
@@ -102,6 +133,39 @@ pub fn load_file(file: &Path, root: &Path) -> Result<WorkflowSpec, Vec<Diagnosti
     } else {
         Err(checker.problems)
     }
+}
+
+/// Reads `written` (relative to `dir`) when it resolves, symlinks
+/// included, to a regular file inside `root` of at most `max` bytes. The
+/// error completes a sentence about the file: "... resolves outside the
+/// workflow directory".
+pub(super) fn read_confined(
+    dir: &Path,
+    root: &Path,
+    written: &Path,
+    max: u64,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let real = dir
+        .join(written)
+        .canonicalize()
+        .map_err(|_| "is not found".to_string())?;
+    if !real.starts_with(root) {
+        return Err("resolves outside the workflow directory".into());
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > max {
+        return Err(format!("is {} bytes; the limit is {max}", meta.len()));
+    }
+    // Read at most `max` bytes whatever the file does after the check.
+    let mut bytes = Vec::new();
+    std::fs::File::open(&real)
+        .and_then(|f| f.take(max).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    Ok(bytes)
 }
 
 /// A TOML syntax or shape error, at its line when it has one.
@@ -154,18 +218,19 @@ mod tests {
     /// A one-step manifest: `trigger` lines go into `[trigger]` after the
     /// path, then `auth` (omitted when empty).
     fn manifest(trigger: &str, auth: &str) -> String {
-        manifest_with(trigger, auth, "")
+        manifest_with("a/b", trigger, auth, "")
     }
 
-    /// The same, with `sections` (e.g. a `[limits]` table) before the step.
-    fn manifest_with(trigger: &str, auth: &str, sections: &str) -> String {
+    /// The same at `path`, with `sections` (e.g. a `[limits]` table) before
+    /// the step.
+    fn manifest_with(path: &str, trigger: &str, auth: &str, sections: &str) -> String {
         let auth = if auth.is_empty() {
             String::new()
         } else {
             format!("auth = {auth}")
         };
         format!(
-            "\n[trigger]\npath = \"a/b\"\n{trigger}\n{auth}\n\n{sections}[[steps]]\nplugin = \"plugins/echo.wasm\"\nconfig = {{ x = 1 }}\n"
+            "\n[trigger]\npath = \"{path}\"\n{trigger}\n{auth}\n\n{sections}[[steps]]\nplugin = \"plugins/echo.wasm\"\nconfig = {{ x = 1 }}\n"
         )
     }
 
@@ -226,7 +291,7 @@ plugin = "../outside.wasm"
     #[test]
     fn durations_past_a_year_are_refused_at_load() {
         let limits = "[limits]\nexecution_timeout = \"300000000000y\"\n\n";
-        let errs = load(&manifest_with("", NONE, limits)).unwrap_err();
+        let errs = load(&manifest_with("a/b", "", NONE, limits)).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].line, Some(8), "{}", errs[0]);
         assert!(errs[0].message.contains("366 days"), "{}", errs[0]);
@@ -246,21 +311,63 @@ plugin = "../outside.wasm"
         assert!(errs[0].message.contains("secrets"), "{errs:?}");
     }
 
+    /// Finding 9 of the fault issue: two manifests claiming one path are
+    /// both refused, each naming the other, rather than the first in
+    /// sorted order silently winning.
     #[test]
-    fn duplicate_paths_across_files_name_both() {
+    fn conflicting_manifests_are_both_refused() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "plugins/echo.wasm", "x");
         write(dir.path(), "a.toml", &manifest("", NONE));
         write(dir.path(), "b.toml", &manifest("", NONE));
+        write(dir.path(), "c.toml", &manifest_with("c", "", NONE, ""));
         let (specs, errs) = load_dir(dir.path());
-        assert_eq!(specs.len(), 1);
-        assert_eq!(errs.len(), 1);
+        let loaded: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(loaded, ["c"], "{errs:?}");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        for (file, other) in [("a.toml", "b.toml"), ("b.toml", "a.toml")] {
+            assert!(
+                errs.iter().any(|e| e
+                    .to_string()
+                    .contains(&format!("{file}:3: trigger path `a/b` is also served by"))
+                    && e.message.contains(other)),
+                "{errs:?}"
+            );
+        }
+    }
+
+    /// Finding 9: manifests, secrets and schemas are read only from
+    /// regular files inside the directory, and only so many bytes.
+    #[test]
+    fn files_outside_the_directory_or_not_regular_are_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        write(outer.path(), "outside.token", "s3cret-outside");
+        let dir = outer.path().join("workflows");
+        write(&dir, "plugins/echo.wasm", "x");
+        let root = dir.canonicalize().unwrap();
+        let read = |written: &str| read_confined(&root, &root, Path::new(written), 64);
+        write(&dir, "ok", "fine");
+        assert_eq!(read("ok").unwrap(), b"fine");
         assert!(
-            errs[0]
-                .to_string()
-                .contains("b.toml:3: trigger path `a/b` is already served by"),
-            "{}",
-            errs[0]
+            read("../outside.token")
+                .unwrap_err()
+                .contains("outside the workflow directory")
         );
+        assert!(read("/dev/zero").unwrap_err().contains("outside"));
+        std::os::unix::fs::symlink("/dev/zero", dir.join("zero")).unwrap();
+        assert!(read("zero").unwrap_err().contains("outside"));
+        std::fs::create_dir(dir.join("sub")).unwrap();
+        assert!(read("sub").unwrap_err().contains("not a regular file"));
+        write(&dir, "big", &"x".repeat(65));
+        assert!(read("big").unwrap_err().contains("the limit is 64"));
+
+        let secret = r#"{ kind = "bearer", secrets = ["file:../outside.token"] }"#;
+        let file = write(&dir, "w.toml", &manifest("", secret));
+        let errs = load_file(&file, &root).unwrap_err();
+        assert!(errs[0].message.contains("resolves outside"), "{errs:?}");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        let errs = load_file(&file, &root).unwrap_err();
+        assert!(errs[0].message.contains("not a regular file"), "{errs:?}");
     }
 }
