@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod executions;
 mod failures;
+mod faults;
 mod idempotency;
 mod ingress;
 mod input;

@@ -12,13 +12,14 @@ use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use serde_json::Value;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::config::{FieldError, Mode, OnDuplicate, WorkflowSpec};
 use crate::execution::{Event, Execution, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Job, Runner, step_records};
-use crate::store::{Claim, IdempotencyKey, Store};
+use crate::store::{Claim, IdempotencyKey, Store, StoreError};
 
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -102,6 +103,14 @@ pub enum Refusal {
     StoreFailed,
 }
 
+/// What recording a delivery did.
+enum Recorded {
+    /// A new execution, started; the receiver gets its finished record.
+    Started(oneshot::Receiver<Execution>),
+    /// The key is held by this execution; nothing was written.
+    Duplicate(Uuid),
+}
+
 /// Admission and acceptance; one per server.
 pub struct Intake {
     store: Store,
@@ -166,26 +175,40 @@ impl Intake {
         });
         let mut execution = new_execution(&workflow, &event, trigger);
         execution.user = user;
-        let claim = self
-            .store
-            .put_new(&execution, event.body.clone(), key)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, workflow = %spec.name, "cannot record event");
-                Refusal::StoreFailed
-            })?;
-        if let Claim::Duplicate(original) = claim {
-            return self.duplicate(&workflow, original).await;
-        }
-
         let id = execution.id;
-        let mode = trigger_spec.mode;
-        let sync_timeout = trigger_spec.sync_timeout;
-        let done = self.runner.start(Job {
-            workflow,
-            execution,
-            event: Arc::new(event),
+        let (mode, sync_timeout) = (trigger_spec.mode, trigger_spec.sync_timeout);
+
+        // Recording and starting run in a task of their own: a sender that
+        // hangs up drops this future, and a committed execution must start
+        // all the same.
+        let (store, runner, job_workflow) =
+            (self.store.clone(), self.runner.clone(), workflow.clone());
+        let committed = tokio::spawn(async move {
+            let claim = store.put_new(&execution, event.body.clone(), key).await?;
+            Ok::<_, StoreError>(match claim {
+                Claim::New => Recorded::Started(runner.start(Job {
+                    workflow: job_workflow,
+                    execution,
+                    event: Arc::new(event),
+                })),
+                Claim::Duplicate(original) => Recorded::Duplicate(original),
+            })
         });
+        let recorded = match committed.await {
+            Ok(Ok(recorded)) => recorded,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, workflow = %spec.name, "cannot record event");
+                return Err(Refusal::StoreFailed);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, workflow = %spec.name, "recording the event failed");
+                return Err(Refusal::StoreFailed);
+            }
+        };
+        let done = match recorded {
+            Recorded::Started(done) => done,
+            Recorded::Duplicate(original) => return self.duplicate(&workflow, original).await,
+        };
         if mode == Mode::Async {
             return Ok(Outcome::Accepted(id));
         }
