@@ -112,6 +112,7 @@ fn record(body_len: usize) -> (Execution, Bytes) {
         status: Status::Queued,
         trigger: "webhook".into(),
         user: None,
+        retry_of: None,
         created_at_ms: 0,
         started_at_ms: None,
         finished_at_ms: None,

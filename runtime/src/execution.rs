@@ -258,6 +258,10 @@ pub struct Execution {
     /// Who it runs for, when the caller said (`POST /api/v1/run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The failed execution of the same delivery (same idempotency key)
+    /// that this one retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<Uuid>,
     pub created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,

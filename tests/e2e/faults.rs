@@ -73,3 +73,49 @@ async fn orphaned_executions_run_after_the_sender_hangs_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Finding 10: a redelivery of a delivery whose execution failed starts a
+/// new execution, linked to the failed one, instead of replaying the
+/// failure for the whole idempotency window.
+#[tokio::test]
+async fn failed_sync_deliveries_are_retried_not_replayed() {
+    let work = Workdir::new();
+    let failing = r#"{ mode = "error", message = "upstream down" }"#;
+    work.manifest("flaky", &one_step("flaky", "sync", NONE, "fail", failing))
+        .manifest("fine", &one_step("fine", "sync", NONE, "echo", "{}"));
+    let server = work.start();
+    let deliver = |path: &'static str| {
+        server
+            .post(path)
+            .header("idempotency-key", "delivery-1")
+            .json(&serde_json::json!({"n": 1}))
+            .send()
+    };
+    let mut previous: Option<String> = None;
+    for _ in 0..3 {
+        let r = deliver("/hooks/flaky").await.unwrap();
+        assert_eq!(r.status(), 500);
+        assert!(r.headers().get("idempotent-replayed").is_none());
+        let body: serde_json::Value = r.json().await.unwrap();
+        let id = body["execution_id"].as_str().unwrap().to_string();
+        let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+        assert_eq!(record["status"], "failed");
+        match &previous {
+            None => assert!(record.get("retry_of").is_none(), "{record}"),
+            Some(p) => {
+                assert_ne!(&id, p, "a failed delivery was replayed");
+                assert_eq!(record["retry_of"], p.as_str(), "{record}");
+            }
+        }
+        previous = Some(id);
+    }
+    assert_eq!(states(&server, "flaky").await.len(), 3);
+
+    // A delivery that succeeded is still answered from the record.
+    let first = deliver("/hooks/fine").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let again = deliver("/hooks/fine").await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(states(&server, "fine").await.len(), 1);
+}

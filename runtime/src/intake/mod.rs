@@ -107,8 +107,13 @@ pub enum Refusal {
 enum Recorded {
     /// A new execution, started; the receiver gets its finished record.
     Started(oneshot::Receiver<Execution>),
-    /// The key is held by this execution; nothing was written.
-    Duplicate(Uuid),
+    /// The key is held by `original`; nothing was written, and the
+    /// execution and event come back unused.
+    Duplicate {
+        original: Uuid,
+        execution: Box<Execution>,
+        event: Box<Event>,
+    },
 }
 
 /// Admission and acceptance; one per server.
@@ -178,36 +183,31 @@ impl Intake {
         let id = execution.id;
         let (mode, sync_timeout) = (trigger_spec.mode, trigger_spec.sync_timeout);
 
-        // Recording and starting run in a task of their own: a sender that
-        // hangs up drops this future, and a committed execution must start
-        // all the same.
-        let (store, runner, job_workflow) =
-            (self.store.clone(), self.runner.clone(), workflow.clone());
-        let committed = tokio::spawn(async move {
-            let claim = store.put_new(&execution, event.body.clone(), key).await?;
-            Ok::<_, StoreError>(match claim {
-                Claim::New => Recorded::Started(runner.start(Job {
-                    workflow: job_workflow,
-                    execution,
-                    event: Arc::new(event),
-                })),
-                Claim::Duplicate(original) => Recorded::Duplicate(original),
-            })
-        });
-        let recorded = match committed.await {
-            Ok(Ok(recorded)) => recorded,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, workflow = %spec.name, "cannot record event");
-                return Err(Refusal::StoreFailed);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, workflow = %spec.name, "recording the event failed");
-                return Err(Refusal::StoreFailed);
-            }
-        };
-        let done = match recorded {
+        let done = match self
+            .record(&workflow, execution, event, key.clone())
+            .await?
+        {
             Recorded::Started(done) => done,
-            Recorded::Duplicate(original) => return self.duplicate(&workflow, original).await,
+            Recorded::Duplicate {
+                original,
+                mut execution,
+                event,
+            } => {
+                if !self.failed(original).await {
+                    return self.duplicate(&workflow, original).await;
+                }
+                // The delivery's execution failed: this redelivery is a new
+                // attempt at it, linked to the failed one, and takes its
+                // key over (unless another redelivery already did).
+                execution.retry_of = Some(original);
+                let key = key.map(|k| k.replacing(original));
+                match self.record(&workflow, *execution, *event, key).await? {
+                    Recorded::Started(done) => done,
+                    Recorded::Duplicate { original, .. } => {
+                        return self.duplicate(&workflow, original).await;
+                    }
+                }
+            }
         };
         if mode == Mode::Async {
             return Ok(Outcome::Accepted(id));
@@ -218,6 +218,52 @@ impl Intake {
             // follow it.
             Ok(Err(_)) | Err(_) => Ok(Outcome::Accepted(id)),
         }
+    }
+
+    /// Records `execution` and, when its key was free, starts it. Runs in a
+    /// task of its own: a sender that hangs up drops the caller's future,
+    /// and a committed execution must start all the same.
+    async fn record(
+        &self,
+        workflow: &Arc<Workflow>,
+        execution: Execution,
+        event: Event,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Recorded, Refusal> {
+        let (store, runner, workflow) = (self.store.clone(), self.runner.clone(), workflow.clone());
+        let name = workflow.spec.name.clone();
+        let task = tokio::spawn(async move {
+            let claim = store.put_new(&execution, event.body.clone(), key).await?;
+            Ok::<_, StoreError>(match claim {
+                Claim::New => Recorded::Started(runner.start(Job {
+                    workflow,
+                    execution,
+                    event: Arc::new(event),
+                })),
+                Claim::Duplicate(original) => Recorded::Duplicate {
+                    original,
+                    execution: Box::new(execution),
+                    event: Box::new(event),
+                },
+            })
+        });
+        match task.await {
+            Ok(Ok(recorded)) => Ok(recorded),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, workflow = %name, "cannot record event");
+                Err(Refusal::StoreFailed)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, workflow = %name, "recording the event failed");
+                Err(Refusal::StoreFailed)
+            }
+        }
+    }
+
+    /// Whether execution `id` has ended without succeeding.
+    async fn failed(&self, id: Uuid) -> bool {
+        let record = self.store.get(id).await.ok().flatten();
+        record.is_some_and(|e| e.status.is_finished() && e.status != Status::Succeeded)
     }
 
     /// The answer to a delivery whose key is already held by `original`.
@@ -297,6 +343,7 @@ fn new_execution(workflow: &Workflow, event: &Event, trigger: Trigger) -> Execut
         status: Status::Queued,
         trigger: trigger.as_str().to_string(),
         user: None,
+        retry_of: None,
         created_at_ms: event.request.received_at_ms,
         started_at_ms: None,
         finished_at_ms: None,

@@ -69,6 +69,8 @@ pub struct IdempotencyKey {
     /// `{workflow}\0{key}`: keys are per workflow.
     scoped: String,
     expires_at_ms: u64,
+    /// Take the key over from this execution if it still holds it.
+    replaces: Option<Uuid>,
 }
 
 impl IdempotencyKey {
@@ -76,6 +78,16 @@ impl IdempotencyKey {
         Self {
             scoped: format!("{workflow}\0{key}"),
             expires_at_ms,
+            replaces: None,
+        }
+    }
+
+    /// The same key, to be taken over from `holder` (a failed execution of
+    /// the same delivery) if it still holds it, and only then.
+    pub fn replacing(self, holder: Uuid) -> Self {
+        Self {
+            replaces: Some(holder),
+            ..self
         }
     }
 }
@@ -336,7 +348,8 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Claim>, redb::Error> {
                     let held = keys
                         .get(key.scoped.as_str())?
                         .map(|v| v.value())
-                        .filter(|&(_, expires)| expires > now);
+                        .filter(|&(_, expires)| expires > now)
+                        .filter(|&(id, _)| key.replaces != Some(Uuid::from_u128(id)));
                     match held {
                         Some((id, _)) => Claim::Duplicate(Uuid::from_u128(id)),
                         None => {
@@ -408,6 +421,7 @@ mod tests {
             status: Status::Queued,
             trigger: "webhook".into(),
             user: None,
+            retry_of: None,
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
