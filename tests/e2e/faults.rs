@@ -119,3 +119,94 @@ async fn failed_sync_deliveries_are_retried_not_replayed() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(states(&server, "fine").await.len(), 1);
 }
+
+/// Finding 6: whatever a step returns is capped by bytes: a huge answer
+/// body, thousands of headers, a bad status or a huge error text fail the
+/// step (or are cut, for error text) with an error naming the limit, and
+/// a plugin's error text never reaches the sender.
+#[tokio::test]
+async fn unbounded_guest_data_is_capped() {
+    let work = Workdir::new();
+    let hostile = |path: &str, config: &str| {
+        crate::support::Manifest::new(path, NONE)
+            .trigger("mode", r#""sync""#)
+            .section("[limits]\nmemory = \"128MiB\"")
+            .step("fail", config)
+            .to_string()
+    };
+    work.manifest(
+        "body",
+        &hostile("body", r#"{ mode = "big-response", bytes = 8388608 }"#),
+    )
+    .manifest(
+        "headers",
+        &hostile("headers", r#"{ mode = "big-response", headers = 10000 }"#),
+    )
+    .manifest(
+        "status",
+        &hostile("status", r#"{ mode = "big-response", status = 1000 }"#),
+    )
+    .manifest(
+        "error",
+        &hostile("error", r#"{ mode = "big-error", bytes = 8388608 }"#),
+    )
+    .manifest(
+        "fine",
+        &hostile(
+            "fine",
+            r#"{ mode = "big-response", bytes = 1000, headers = 3 }"#,
+        ),
+    );
+    let server = work.start();
+    for (path, limit) in [
+        ("/hooks/body", "response body"),
+        ("/hooks/headers", "response headers"),
+        ("/hooks/status", "status"),
+    ] {
+        let r = server.post_json(path, &serde_json::json!({})).await;
+        let body = crate::support::error_body(r, 500, "workflow-failed").await;
+        let id = body["execution_id"].as_str().unwrap();
+        let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+        let error = &record["steps"][0]["attempts"][0]["error"];
+        assert_eq!(error["kind"], "permanent", "{path}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains(limit),
+            "{path}: {error}"
+        );
+    }
+
+    let r = server
+        .post_json("/hooks/error", &serde_json::json!({}))
+        .await;
+    let text = r.text().await.unwrap();
+    assert!(text.len() < 1024, "the 500 carries {} bytes", text.len());
+    assert!(
+        !text.contains("eeee"),
+        "plugin text reached the sender: {text}"
+    );
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let id = body["execution_id"].as_str().unwrap();
+    let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+    let message = record["steps"][0]["attempts"][0]["error"]["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.starts_with("eeee"), "the record keeps the text");
+    assert!(
+        message.len() <= 8 * 1024,
+        "kept {} bytes of error text",
+        message.len()
+    );
+    assert!(
+        message.contains("bytes cut"),
+        "{}",
+        &message[message.len() - 60..]
+    );
+
+    // Within the caps, the answer is the step's.
+    let r = server
+        .post_json("/hooks/fine", &serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-h2"], "v");
+    assert_eq!(r.bytes().await.unwrap().len(), 1000);
+}

@@ -8,13 +8,18 @@
 //! - `"loop"`: spins forever, until the step's timeout stops it;
 //! - `"alloc"`: allocates without bound, until the memory limit stops it;
 //! - `"flood"`: writes `config.bytes` bytes to stdout, then succeeds;
-//! - `"sleep"`: sleeps `config.ms` milliseconds, then succeeds.
+//! - `"sleep"`: sleeps `config.ms` milliseconds, then succeeds;
+//! - `"big-error"`: a permanent error of `config.bytes` bytes;
+//! - `"big-response"`: succeeds with an HTTP response of `config.bytes`
+//!   bytes of body and `config.headers` headers, status `config.status`
+//!   (default 200).
 //!
 //! With `config.until_attempt = N` the step succeeds from attempt N on, which
 //! shows retries at work.
 
 wit_bindgen::generate!({ path: "../../wit", world: "step" });
 
+use hookflow::plugin::types::HttpResponse;
 use serde_json::Value;
 use std::io::Write;
 
@@ -84,11 +89,32 @@ impl Guest for Fail {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
                 Ok(ok(input.previous))
             }
+            "big-error" => Err(StepError::Permanent("e".repeat(bytes(&config)))),
+            "big-response" => {
+                let count = config.get("headers").and_then(Value::as_u64).unwrap_or(0);
+                let status = config.get("status").and_then(Value::as_u64).unwrap_or(200);
+                Ok(StepOutput {
+                    output: input.previous,
+                    halt: true,
+                    response: Some(HttpResponse {
+                        status: u16::try_from(status).unwrap_or(u16::MAX),
+                        headers: (0..count)
+                            .map(|i| (format!("x-h{i}"), "v".into()))
+                            .collect(),
+                        body: vec![b'b'; bytes(&config)],
+                    }),
+                })
+            }
             other => Err(StepError::Permanent(format!(
                 "fail: unknown mode `{other}`"
             ))),
         }
     }
+}
+
+fn bytes(config: &Value) -> usize {
+    let n = config.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 fn ok(output: String) -> StepOutput {

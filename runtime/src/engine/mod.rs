@@ -46,6 +46,13 @@ pub struct EnginePolicy {
     pub log_cap: usize,
     /// Bytes of output a step may return.
     pub max_output: usize,
+    /// Bytes of HTTP answer body a step may shape.
+    pub max_response_body: usize,
+    /// Headers a step's HTTP answer may carry, and their bytes in all.
+    pub max_response_headers: usize,
+    pub max_response_header_bytes: usize,
+    /// Bytes of error text kept from a step (the rest is cut).
+    pub max_error_text: usize,
     /// Use the pooling instance allocator (the default, and what a server
     /// wants); `false` maps memory on demand for every instance.
     pub pooling: bool,
@@ -59,6 +66,10 @@ impl Default for EnginePolicy {
             tick: Duration::from_millis(10),
             log_cap: 64 * 1024,
             max_output: 4 << 20,
+            max_response_body: 1 << 20,
+            max_response_headers: 64,
+            max_response_header_bytes: 16 * 1024,
+            max_error_text: 4 * 1024,
             pooling: true,
         }
     }
@@ -330,8 +341,8 @@ impl Engine {
             Err(_elapsed) => timeout(),
             Ok(Ok(Ok(out))) => self.accept_output(out),
             Ok(Ok(Err(e))) => Err(match e {
-                bindings::StepError::Retryable(m) => step_error(ErrorKind::Retryable, m),
-                bindings::StepError::Permanent(m) => step_error(ErrorKind::Permanent, m),
+                bindings::StepError::Retryable(m) => self.guest_error(ErrorKind::Retryable, m),
+                bindings::StepError::Permanent(m) => self.guest_error(ErrorKind::Permanent, m),
             }),
             Ok(Err(_)) if host.timed_out => timeout(),
             Ok(Err(_)) if limiter.memory_exceeded => Err(step_error(
@@ -341,10 +352,9 @@ impl Engine {
                     limiter.memory_cap
                 ),
             )),
-            Ok(Err(trap)) => Err(step_error(
-                ErrorKind::Trap,
-                trap_message(&trap, stderr_tail),
-            )),
+            Ok(Err(trap)) => {
+                Err(self.guest_error(ErrorKind::Trap, trap_message(&trap, stderr_tail)))
+            }
         };
         StepRun {
             result,
@@ -356,15 +366,40 @@ impl Engine {
     }
 
     fn accept_output(&self, out: bindings::StepOutput) -> Result<StepSuccess, StepError> {
-        if out.output.len() > self.policy.max_output {
-            return Err(step_error(
-                ErrorKind::Permanent,
-                format!(
-                    "the step returned {} bytes of output; the limit is {}",
-                    out.output.len(),
-                    self.policy.max_output
-                ),
+        let policy = &self.policy;
+        let refuse = |what: String| Err(step_error(ErrorKind::Permanent, what));
+        if out.output.len() > policy.max_output {
+            return refuse(format!(
+                "the step returned {} bytes of output; the limit is {}",
+                out.output.len(),
+                policy.max_output
             ));
+        }
+        if let Some(r) = &out.response {
+            let header_bytes: usize = r.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+            if r.body.len() > policy.max_response_body {
+                return refuse(format!(
+                    "the step's response body is {} bytes; the limit is {}",
+                    r.body.len(),
+                    policy.max_response_body
+                ));
+            }
+            if r.headers.len() > policy.max_response_headers
+                || header_bytes > policy.max_response_header_bytes
+            {
+                return refuse(format!(
+                    "the step's response headers are {} ({header_bytes} bytes); the limit is {} ({} bytes)",
+                    r.headers.len(),
+                    policy.max_response_headers,
+                    policy.max_response_header_bytes
+                ));
+            }
+            if !(100..=599).contains(&r.status) {
+                return refuse(format!(
+                    "the step's response status {} is not an HTTP status (100 to 599)",
+                    r.status
+                ));
+            }
         }
         let output = RawValue::from_string(out.output).map_err(|e| {
             step_error(
@@ -381,6 +416,21 @@ impl Engine {
                 body: r.body,
             }),
         })
+    }
+
+    /// A step's own error, its text cut to `max_error_text` bytes.
+    fn guest_error(&self, kind: ErrorKind, mut text: String) -> StepError {
+        let max = self.policy.max_error_text;
+        if text.len() > max {
+            let mut end = max;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let cut = text.len() - end;
+            text.truncate(end);
+            text.push_str(&format!(" ... ({cut} bytes cut)"));
+        }
+        step_error(kind, text)
     }
 }
 

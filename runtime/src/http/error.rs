@@ -9,6 +9,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::config::FieldError;
+use crate::execution::Status;
 use crate::intake::Refusal;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +38,8 @@ pub enum HttpError {
     Unavailable(String),
     #[error("this workflow accepts at most {limit}; try again in {retry_after} s")]
     RateLimited { limit: String, retry_after: u64 },
-    #[error("the workflow failed: {message}")]
-    WorkflowFailed { execution_id: Uuid, message: String },
+    #[error("the workflow ended `{}`; its execution record holds the error", status.as_str())]
+    WorkflowFailed { execution_id: Uuid, status: Status },
     #[error("this idempotency key was already used by execution {execution_id}")]
     Duplicate { execution_id: Uuid },
     #[error("the input is not valid: {}", .0.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
