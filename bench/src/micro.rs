@@ -113,6 +113,7 @@ fn record(body_len: usize) -> (Execution, Bytes) {
         trigger: "webhook".into(),
         user: None,
         retry_of: None,
+        resumes: 0,
         created_at_ms: 0,
         started_at_ms: None,
         finished_at_ms: None,

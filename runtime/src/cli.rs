@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// the next start.
     #[arg(long, env = "HOOKFLOW_DRAIN_SECS", default_value_t = 10)]
     pub drain_secs: u64,
+    /// Times an unfinished execution is resumed at start; one resumed that
+    /// often without finishing ends `failed` instead (no crash loop).
+    #[arg(long, env = "HOOKFLOW_MAX_RESUMES", default_value_t = 3)]
+    pub max_resumes: u32,
 }
 
 /// Stands for a token in `Debug` output.
@@ -96,6 +100,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("drain_secs", &self.drain_secs)
+            .field("max_resumes", &self.max_resumes)
             .finish()
     }
 }

@@ -216,6 +216,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
@@ -262,6 +266,9 @@ pub struct Execution {
     /// that this one retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<Uuid>,
+    /// How many times it was resumed after a stop without finishing.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub resumes: u32,
     pub created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,

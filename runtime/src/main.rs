@@ -83,6 +83,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_queued: args.max_queued,
         body_timeout: args.body_timeout,
         api_tokens: args.api_tokens,
+        max_resumes: args.max_resumes,
     };
     let server = Server::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

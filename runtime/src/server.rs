@@ -43,6 +43,9 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// Bearer tokens for `POST /api/v1/run` (the admin token works too).
     pub api_tokens: Vec<String>,
+    /// Times an unfinished execution is resumed at start before it is
+    /// failed instead.
+    pub max_resumes: u32,
 }
 
 impl std::fmt::Debug for Settings {
@@ -107,7 +110,9 @@ impl Server {
             tracing::error!("{p}");
         }
         let runner = Runner::new(engine.clone(), store.clone());
-        let resumed = runner.resume_unfinished(&registry).await;
+        let resumed = runner
+            .resume_unfinished(&registry, settings.max_resumes)
+            .await;
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished executions");
         }
@@ -263,6 +268,7 @@ mod tests {
             max_queued: 1,
             body_timeout: Duration::from_secs(1),
             api_tokens: vec!["api-s3cret".into()],
+            max_resumes: 3,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

@@ -210,3 +210,46 @@ async fn unbounded_guest_data_is_capped() {
     assert_eq!(r.headers()["x-h2"], "v");
     assert_eq!(r.bytes().await.unwrap().len(), 1000);
 }
+
+/// Finding 8: an execution that never finishes across restarts (as if it
+/// crashed the server each time) is resumed `--max-resumes` times, then
+/// ends `failed` with an error that says why, instead of crash-looping.
+#[tokio::test]
+async fn a_crash_looping_execution_fails_after_its_resumes() {
+    let work = Workdir::new();
+    let sleepy = crate::support::Manifest::new("sleepy", NONE)
+        .step_with(
+            "fail",
+            r#"{ mode = "sleep", ms = 5000 }"#,
+            &[r#"timeout = "10s""#],
+        )
+        .to_string();
+    work.manifest("sleepy", &sleepy);
+    let env = [("HOOKFLOW_MAX_RESUMES", "1")];
+    let server = work.start_env(&env);
+    let r = server
+        .post_json("/hooks/sleepy", &serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let ack: serde_json::Value = r.json().await.unwrap();
+    let id = ack["execution_id"].as_str().unwrap().to_string();
+    // Killed mid-step, twice: the first restart resumes it, the second
+    // gives up on it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let server = work.start_env(&env);
+    let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(record["resumes"], 1, "{record}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill();
+    let server = work.start_env(&env);
+    let done = server.wait_finished(&id, Duration::from_secs(5)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("resumed 1 time(s)"), "{error}");
+    // The server goes on serving.
+    let r = server
+        .post_json("/hooks/sleepy", &serde_json::json!({}))
+        .await;
+    assert_eq!(r.status(), 202);
+}

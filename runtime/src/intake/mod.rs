@@ -344,6 +344,7 @@ fn new_execution(workflow: &Workflow, event: &Event, trigger: Trigger) -> Execut
         trigger: trigger.as_str().to_string(),
         user: None,
         retry_of: None,
+        resumes: 0,
         created_at_ms: event.request.received_at_ms,
         started_at_ms: None,
         finished_at_ms: None,

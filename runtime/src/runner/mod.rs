@@ -161,7 +161,7 @@ impl Runner {
     /// Resumes every execution that was accepted but not finished before the
     /// last stop. Returns how many were resumed. An execution whose
     /// workflow is not loaded stays queued, untouched, for a later start.
-    pub async fn resume_unfinished(&self, registry: &Registry) -> usize {
+    pub async fn resume_unfinished(&self, registry: &Registry, max_resumes: u32) -> usize {
         let ids = match self.store.unfinished().await {
             Ok(ids) => ids,
             Err(e) => {
@@ -183,6 +183,18 @@ impl Runner {
                 continue;
             };
             let mut execution = execution;
+            if execution.resumes >= max_resumes {
+                // Resumed that often and never finished: it may be what
+                // stops the server. It ends here rather than crash-loop.
+                self.give_up(execution).await;
+                continue;
+            }
+            // Counted before it runs, so a crash during the run counts.
+            execution.resumes += 1;
+            if let Err(e) = self.store.put(&execution, None).await {
+                tracing::error!(%id, error = %e, "cannot record the resume; not resumed");
+                continue;
+            }
             let same_steps = execution.steps.len() == workflow.spec.steps.len()
                 && execution
                     .steps
@@ -207,6 +219,23 @@ impl Runner {
             resumed += 1;
         }
         resumed
+    }
+
+    /// Ends an execution that was resumed `max_resumes` times without
+    /// finishing: `failed`, with an error that says why.
+    async fn give_up(&self, mut execution: Execution) {
+        let id = execution.id;
+        let message = format!(
+            "resumed {} time(s) after a stop without finishing; not resumed again, in case it is what stops the server (see the server's log)",
+            execution.resumes
+        );
+        tracing::error!(%id, workflow = %execution.workflow, "{message}");
+        execution.status = Status::Failed;
+        execution.error = Some(message);
+        execution.finished_at_ms = Some(now_ms());
+        if let Err(e) = self.store.put(&execution, None).await {
+            tracing::error!(%id, error = %e, "cannot record the failed execution");
+        }
     }
 
     /// Stops taking new work and waits up to `grace` for running executions.

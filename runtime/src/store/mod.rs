@@ -422,6 +422,7 @@ mod tests {
             trigger: "webhook".into(),
             user: None,
             retry_of: None,
+            resumes: 0,
             created_at_ms: 0,
             started_at_ms: None,
             finished_at_ms: None,
