@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// often without finishing ends `failed` instead (no crash loop).
     #[arg(long, env = "HOOKFLOW_MAX_RESUMES", default_value_t = 3)]
     pub max_resumes: u32,
+    /// How long finished executions (and their bodies) are kept; older ones
+    /// are deleted in the background.
+    #[arg(long, env = "HOOKFLOW_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub retention: std::time::Duration,
 }
 
 /// Stands for a token in `Debug` output.
@@ -101,6 +105,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("body_timeout", &self.body_timeout)
             .field("drain_secs", &self.drain_secs)
             .field("max_resumes", &self.max_resumes)
+            .field("retention", &self.retention)
             .finish()
     }
 }

@@ -84,6 +84,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         body_timeout: args.body_timeout,
         api_tokens: args.api_tokens,
         max_resumes: args.max_resumes,
+        retention: args.retention,
     };
     let server = Server::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)

@@ -20,6 +20,7 @@ use tower::ServiceExt as _;
 
 use crate::config::{Auth, Diagnostic, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
+use crate::execution::now_ms;
 use crate::http::HttpError;
 use crate::intake::Intake;
 use crate::registry::{self, Registry};
@@ -46,6 +47,8 @@ pub struct Settings {
     /// Times an unfinished execution is resumed at start before it is
     /// failed instead.
     pub max_resumes: u32,
+    /// How long finished executions are kept.
+    pub retention: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -116,6 +119,7 @@ impl Server {
         if resumed > 0 {
             tracing::info!(resumed, "resumed unfinished executions");
         }
+        tokio::spawn(prune_old_executions(store.clone(), settings.retention));
         let admin_token = settings.admin_token.clone().map(Secret::new);
         let run_tokens = settings
             .api_tokens
@@ -236,6 +240,41 @@ pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
         .collect()
 }
 
+/// How often old executions are looked for, and how many go per
+/// transaction (so the writer is never held long).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_BATCH: usize = 256;
+
+/// Deletes finished executions older than `retention`, now and every
+/// [`PRUNE_EVERY`], a batch at a time.
+async fn prune_old_executions(store: Store, retention: Duration) {
+    let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        every.tick().await;
+        let before = now_ms().saturating_sub(retention_ms);
+        let mut pruned = 0;
+        loop {
+            match store.prune_before(before, PRUNE_BATCH).await {
+                Ok(n) => {
+                    pruned += n;
+                    if n < PRUNE_BATCH {
+                        break;
+                    }
+                    // Let waiting webhooks' commits go first.
+                    tokio::task::yield_now().await;
+                }
+                Err(StoreError::Closed) => return,
+                // Logged by the store; tried again next round.
+                Err(_) => break,
+            }
+        }
+        if pruned > 0 {
+            tracing::info!(pruned, "deleted executions past the retention");
+        }
+    }
+}
+
 /// The Prometheus recorder behind `/metrics`, installed once per process.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -247,6 +286,11 @@ fn metrics_handle() -> PrometheusHandle {
                 tracing::warn!("another metrics recorder is installed; /metrics stays empty");
             }
             runner::describe_metrics();
+            metrics::describe_gauge!(
+                crate::store::DATABASE_BYTES,
+                metrics::Unit::Bytes,
+                "The database file's size."
+            );
             handle
         })
         .clone()
@@ -269,6 +313,7 @@ mod tests {
             body_timeout: Duration::from_secs(1),
             api_tokens: vec!["api-s3cret".into()],
             max_resumes: 3,
+            retention: Duration::from_secs(1),
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

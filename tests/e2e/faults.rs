@@ -253,3 +253,56 @@ async fn a_crash_looping_execution_fails_after_its_resumes() {
         .await;
     assert_eq!(r.status(), 202);
 }
+
+/// Finding 11: the database's size is in `/metrics` (the retention itself
+/// is the store's `the_disk_does_not_fill_old_executions_are_pruned`).
+#[tokio::test]
+async fn the_disk_does_not_fill_database_size_is_in_metrics() {
+    let work = Workdir::new();
+    work.manifest("w", &one_step("w", "async", NONE, "echo", "{}"));
+    let server = work.start_env(&[("HOOKFLOW_RETENTION", "1h")]);
+    let text = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let size: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hookflow_database_bytes "))
+        .unwrap_or_else(|| panic!("no database size in:\n{text}"))
+        .parse()
+        .unwrap();
+    let on_disk = std::fs::metadata(work.db()).unwrap().len() as f64;
+    assert_eq!(size, on_disk);
+}
+
+/// Finding 11: a server started with a short `--retention` deletes the
+/// finished executions older than it, in the background, at start.
+#[tokio::test]
+async fn the_disk_does_not_fill_executions_past_the_retention_go() {
+    let work = Workdir::new();
+    work.manifest("w", &one_step("w", "sync", NONE, "echo", "{}"));
+    let server = work.start();
+    let r = server.post_json("/hooks/w", &serde_json::json!({})).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let id = body["execution_id"].as_str().unwrap().to_string();
+    server.stop();
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let server = work.start_env(&[("HOOKFLOW_RETENTION", "10ms")]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = server.api(&format!("/api/v1/executions/{id}")).await;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(Instant::now() < deadline, "execution {id} still kept");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -8,6 +8,7 @@
 //! Reads open their own read transaction on a blocking thread. redb types
 //! stay inside this module.
 
+mod retention;
 mod tables;
 
 use std::path::Path;
@@ -34,6 +35,9 @@ pub enum StoreError {
     #[error("the database writer has stopped")]
     Closed,
 }
+
+/// Gauge: the database file's size in bytes, set when `/metrics` is read.
+pub const DATABASE_BYTES: &str = "hookflow_database_bytes";
 
 /// Records the writer takes into one transaction, at most (a single larger
 /// batch still commits whole).
@@ -110,11 +114,18 @@ struct Write {
     done: oneshot::Sender<Result<Claim, StoreError>>,
 }
 
+/// What the writer thread is asked to do.
+enum Message {
+    Write(Write),
+    Prune(retention::Prune),
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
-    writer: mpsc::Sender<Write>,
+    path: Arc<std::path::PathBuf>,
+    writer: mpsc::Sender<Message>,
 }
 
 /// Which executions to list, newest first.
@@ -155,7 +166,11 @@ impl Store {
             .name("hookflow-store".into())
             .spawn(move || writer_loop(&writer_db, rx))
             .map_err(|e| open_err(e.to_string()))?;
-        Ok(Self { db, writer: tx })
+        Ok(Self {
+            db,
+            path: Arc::new(path.to_path_buf()),
+            writer: tx,
+        })
     }
 
     /// Durably records an execution (and, the first time, its event body).
@@ -187,10 +202,32 @@ impl Store {
         let (done, wait) = oneshot::channel();
         let write = Write { records, key, done };
         self.writer
-            .send(write)
+            .send(Message::Write(write))
             .await
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes up to `max` finished executions created before `before_ms`
+    /// (milliseconds since the epoch), with their bodies and index entries,
+    /// in one transaction; returns how many. Unfinished ones are kept.
+    pub async fn prune_before(&self, before_ms: u64, max: usize) -> Result<usize, StoreError> {
+        let (done, wait) = oneshot::channel();
+        let prune = retention::Prune {
+            before_ms,
+            max,
+            done,
+        };
+        self.writer
+            .send(Message::Prune(prune))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The database file's size in bytes.
+    pub fn file_size(&self) -> u64 {
+        std::fs::metadata(self.path.as_ref()).map_or(0, |m| m.len())
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
@@ -296,16 +333,29 @@ fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
 
 /// Takes every pending write into one transaction, commits it durably, then
 /// answers each writer. Ends when every `Store` handle is dropped.
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Write>) {
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Message>) {
     let mut batch: Vec<Write> = Vec::new();
+    // A prune that arrived while a batch was being gathered: run after it.
+    let mut prune_next = None;
     while let Some(first) = rx.blocking_recv() {
+        let first = match first {
+            Message::Write(w) => w,
+            Message::Prune(p) => {
+                retention::run(db, p);
+                continue;
+            }
+        };
         let mut records = first.records.len();
         batch.push(first);
         while records < MAX_BATCH {
             match rx.try_recv() {
-                Ok(w) => {
+                Ok(Message::Write(w)) => {
                     records += w.records.len();
                     batch.push(w);
+                }
+                Ok(Message::Prune(p)) => {
+                    prune_next = Some(p);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -323,6 +373,9 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Write>) {
                     let _ = w.done.send(Err(StoreError::Write(e.clone())));
                 }
             }
+        }
+        if let Some(p) = prune_next.take() {
+            retention::run(db, p);
         }
     }
 }
@@ -505,6 +558,65 @@ mod tests {
         assert_eq!(held_keys(&store), (2, 2), "`k` (re-claimed) and `gone`");
         store.put(&execution(), None).await.unwrap();
         assert_eq!(held_keys(&store), (1, 1), "only `k` is left");
+    }
+
+    /// Finding 11 of the fault issue: finished executions past the
+    /// retention are deleted in bounded batches, bodies and index entries
+    /// too; unfinished and recent ones stay.
+    #[tokio::test]
+    async fn the_disk_does_not_fill_old_executions_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let at = |ms: u64| {
+            let nanos = u32::try_from(ms % 1000).unwrap() * 1_000_000;
+            Uuid::new_v7(uuid::Timestamp::from_unix(
+                uuid::NoContext,
+                ms / 1000,
+                nanos,
+            ))
+        };
+        let old_ms = 1_000_000_000_000;
+        let body = || Bytes::from_static(b"{}");
+        let mut old = Vec::new();
+        for i in 0..3 {
+            let mut e = execution();
+            e.id = at(old_ms + i);
+            e.status = Status::Succeeded;
+            store.put_new(&e, body(), None).await.unwrap();
+            old.push(e.id);
+        }
+        let mut stuck = execution();
+        stuck.id = at(old_ms + 10);
+        store.put_new(&stuck, body(), None).await.unwrap();
+        let mut recent = execution();
+        recent.status = Status::Failed;
+        store.put_new(&recent, body(), None).await.unwrap();
+
+        let cutoff = old_ms + 100;
+        assert_eq!(store.prune_before(cutoff, 2).await.unwrap(), 2);
+        assert_eq!(store.prune_before(cutoff, 2).await.unwrap(), 1);
+        assert_eq!(store.prune_before(cutoff, 2).await.unwrap(), 0);
+        for id in old {
+            assert!(store.get(id).await.unwrap().is_none());
+            assert!(store.body(id).await.unwrap().is_none());
+        }
+        let listed = store
+            .list(ListFilter {
+                workflow: Some("w".into()),
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<Uuid> = listed.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [recent.id, stuck.id]);
+        let index = {
+            let txn = store.db.begin_read().unwrap();
+            txn.open_table(BY_WORKFLOW).unwrap().len().unwrap()
+        };
+        assert_eq!(index, 2, "index entries of pruned executions remain");
+        assert!(store.body(stuck.id).await.unwrap().is_some());
+        assert!(store.file_size() > 0);
     }
 
     /// Entries in the key table and in the expiry index.
