@@ -306,3 +306,30 @@ async fn the_disk_does_not_fill_executions_past_the_retention_go() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Finding 7: a plugin whose `describe()` blocks inside a host call (where
+/// epoch interruption cannot reach) is refused at load after a timeout,
+/// instead of hanging `check` and `serve`.
+#[test]
+fn a_plugin_that_never_describes_itself_is_refused_at_load() {
+    let work = Workdir::new();
+    work.manifest("stall", &one_step("stall", "async", NONE, "stall", "{}"))
+        .manifest("fine", &one_step("fine", "async", NONE, "echo", "{}"));
+    let started = Instant::now();
+    let out = crate::support::hookflow()
+        .arg("check")
+        .arg(work.dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("plugin `plugins/stall.wasm`: the plugin failed when asked to describe itself: it did not answer within 5s"),
+        "{stdout}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "check took {:?}",
+        started.elapsed()
+    );
+}

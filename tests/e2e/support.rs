@@ -39,7 +39,7 @@ impl Workdir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = tmp.path().join("workflows/plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for name in ["echo", "json_map", "fail", "respond"] {
+        for name in ["echo", "json_map", "fail", "respond", "stall"] {
             std::fs::copy(
                 plugin_dir().join(format!("{name}.wasm")),
                 plugins.join(format!("{name}.wasm")),

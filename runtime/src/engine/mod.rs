@@ -259,12 +259,18 @@ impl Engine {
         // Invariant: the semaphore is never closed.
         let _instance = self.instances.acquire().await;
         let (mut store, _, _) = self.store(limits);
-        let info = async {
+        // The epoch deadline stops a describe() that computes forever; this
+        // outer timeout stops one blocked inside a host call.
+        let describe = async {
             let step = pre.instantiate_async(&mut store).await?;
             step.call_describe(&mut store).await
-        }
-        .await
-        .map_err(|e| EngineError::Describe(format!("{e:#}")))?;
+        };
+        let info = tokio::time::timeout(limits.timeout + HOST_GRACE, describe)
+            .await
+            .map_err(|_| {
+                EngineError::Describe(format!("it did not answer within {:?}", limits.timeout))
+            })?
+            .map_err(|e| EngineError::Describe(format!("{e:#}")))?;
         Ok(Plugin {
             pre,
             digest,
