@@ -152,10 +152,53 @@ impl Runner {
         self.unfinished.fetch_add(1, Ordering::Relaxed);
         let runner = self.clone();
         self.tasks.spawn(async move {
-            let done = runner.run(job).await;
-            let _ = tx.send(done);
+            let id = job.execution.id;
+            let run = runner.run(job);
+            if let Some(done) = runner.guarded(id, run).await {
+                let _ = tx.send(done);
+            }
         });
         rx
+    }
+
+    /// Runs an execution's `run`; if it panics (a bug in hookflow), the
+    /// execution ends `failed` instead of staying `queued`, and its place
+    /// and admission count are given back. `None` when even that record
+    /// cannot be read.
+    async fn guarded(
+        &self,
+        id: uuid::Uuid,
+        run: impl Future<Output = Execution>,
+    ) -> Option<Execution> {
+        use futures_util::FutureExt as _;
+        // Unwind safety: nothing the run held is used after a panic; the
+        // execution is read back from the store.
+        match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+            Ok(done) => Some(done),
+            Err(_) => self.after_panic(id).await,
+        }
+    }
+
+    async fn after_panic(&self, id: uuid::Uuid) -> Option<Execution> {
+        tracing::error!(%id, "running the execution panicked; it ends failed");
+        self.unfinished.fetch_sub(1, Ordering::Relaxed);
+        self.counters.failed.increment(1);
+        let mut execution = match self.store.get(id).await {
+            Ok(Some(e)) => e,
+            other => {
+                tracing::error!(%id, ?other, "cannot read the execution to fail it");
+                return None;
+            }
+        };
+        execution.status = Status::Failed;
+        execution.error = Some(
+            "hookflow hit an internal error while running this execution (see the server's log); it was not retried".into(),
+        );
+        execution.finished_at_ms = Some(now_ms());
+        if let Err(e) = self.store.put(&execution, None).await {
+            tracing::error!(%id, error = %e, "cannot record the failed execution");
+        }
+        Some(execution)
     }
 
     /// Resumes every execution that was accepted but not finished before the
@@ -464,6 +507,65 @@ fn backoff(retries: Retries, number: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::EnginePolicy;
+    use crate::execution::RequestMeta;
+
+    /// Finding 8 of the fault issue: a run that panics fails its execution
+    /// (recorded) and gives back its admission count.
+    #[tokio::test]
+    async fn panics_and_poison_a_panicking_run_fails_its_execution() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let engine = Engine::new(EnginePolicy {
+            max_instances: 1,
+            ..EnginePolicy::default()
+        })
+        .unwrap();
+        let runner = Runner::new(engine, store.clone());
+        let execution = Execution {
+            id: uuid::Uuid::now_v7(),
+            workflow: "w".into(),
+            status: Status::Queued,
+            trigger: "webhook".into(),
+            user: None,
+            retry_of: None,
+            resumes: 0,
+            created_at_ms: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            request: RequestMeta {
+                method: "POST".into(),
+                path: "/hooks/w".into(),
+                query: String::new(),
+                headers: vec![],
+                remote_addr: String::new(),
+                received_at_ms: 0,
+            },
+            content_type: None,
+            body_len: 0,
+            body_is_json: false,
+            steps: vec![],
+            output: None,
+            response: None,
+            error: None,
+        };
+        let id = execution.id;
+        store
+            .put_new(&execution, bytes::Bytes::new(), None)
+            .await
+            .unwrap();
+        runner.unfinished.fetch_add(1, Ordering::Relaxed); // as `start` does
+        let done = runner
+            .guarded(id, async { panic!("a bug in the runner") })
+            .await
+            .unwrap();
+        assert_eq!(done.status, Status::Failed);
+        assert!(done.error.unwrap().contains("internal error"));
+        let stored = store.get(id).await.unwrap().unwrap();
+        assert_eq!(stored.status, Status::Failed);
+        assert!(store.unfinished().await.unwrap().is_empty());
+        assert_eq!(runner.unfinished(), 0);
+    }
 
     #[test]
     fn backoff_doubles_and_stays_in_its_upper_half() {
