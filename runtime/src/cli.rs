@@ -68,10 +68,11 @@ pub struct ServeArgs {
     /// Time a client has to send a request body.
     #[arg(long, env = "HOOKFLOW_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub body_timeout: std::time::Duration,
-    /// Seconds shutdown waits for running executions; the rest resume on
-    /// the next start.
-    #[arg(long, env = "HOOKFLOW_DRAIN_SECS", default_value_t = 10)]
-    pub drain_secs: u64,
+    /// On SIGTERM or Ctrl-C: how long requests in flight may take to
+    /// finish (new ones get 503) and then running executions; the rest
+    /// resume on the next start.
+    #[arg(long, env = "HOOKFLOW_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: std::time::Duration,
     /// Times an unfinished execution is resumed at start; one resumed that
     /// often without finishing ends `failed` instead (no crash loop).
     #[arg(long, env = "HOOKFLOW_MAX_RESUMES", default_value_t = 3)]
@@ -103,7 +104,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("max_queued", &self.max_queued)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
-            .field("drain_secs", &self.drain_secs)
+            .field("drain_timeout", &self.drain_timeout)
             .field("max_resumes", &self.max_resumes)
             .field("retention", &self.retention)
             .finish()

@@ -1,7 +1,6 @@
 //! The `hookflow` binary: parse the command line, then run the command.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -113,7 +112,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .serve(
             listener,
             shutdown_signal(),
-            Duration::from_secs(args.drain_secs),
+            args.drain_timeout,
             args.header_timeout,
         )
         .await?;

@@ -2,7 +2,9 @@
 //! serves HTTP through its own accept loop until shut down, then drains.
 //! Only the binary imports this module.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -135,6 +137,8 @@ impl Server {
             admin_token,
             run_tokens,
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
+            max_in_flight: settings.max_in_flight,
+            draining: AtomicBool::new(false),
             body_timeout: settings.body_timeout,
             metrics,
         });
@@ -151,9 +155,10 @@ impl Server {
         self.state.registry.load_full()
     }
 
-    /// Accepts connections until `shutdown` resolves; then lets open
-    /// requests finish and waits up to `drain` for running executions (the
-    /// rest resume on the next start).
+    /// Accepts connections until `shutdown` resolves. Then drains: new
+    /// requests are answered `503` (with `Retry-After`) while those in
+    /// flight finish, for up to `drain`; then running executions get what
+    /// is left of `drain`, and the rest resume on the next start.
     ///
     /// A connection must send its first byte and then its whole request
     /// head within `header_timeout`, so neither a silent client nor one
@@ -166,54 +171,84 @@ impl Server {
         drain: Duration,
         header_timeout: Duration,
     ) -> Result<(), ServeError> {
-        let router = router(self.state);
-        let graceful = GracefulShutdown::new();
+        let state = self.state.clone();
+        let connections = Connections {
+            router: router(self.state),
+            graceful: GracefulShutdown::new(),
+            header_timeout,
+        };
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of descriptors, most likely: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+            tokio::select! {
+                accepted = listener.accept() => connections.serve(accepted).await,
                 () = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let router = router.clone();
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let mut first = [0u8; 1];
-                match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return, // silent or gone
-                }
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = watcher.watch(conn).await;
-            });
+            }
+        }
+        state.draining.store(true, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + drain;
+        let mut check = tokio::time::interval(Duration::from_millis(20));
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => connections.serve(accepted).await,
+                _ = check.tick() => if state.idle() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
         }
         drop(listener);
-        if tokio::time::timeout(drain, graceful.shutdown())
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(left, connections.graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("connections still open at shutdown were closed");
         }
-        if !self.runner.drain(drain).await {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.runner.drain(left).await {
             tracing::warn!("executions still running at shutdown will resume on the next start");
         }
         Ok(())
+    }
+}
+
+/// Serves accepted connections, each in a task of its own.
+struct Connections {
+    router: Router,
+    graceful: GracefulShutdown,
+    header_timeout: Duration,
+}
+
+impl Connections {
+    async fn serve(&self, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+        let (stream, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of descriptors, most likely: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let router = self.router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let watcher = self.graceful.watcher();
+        let header_timeout = self.header_timeout;
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return, // silent or gone
+            }
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = watcher.watch(conn).await;
+        });
     }
 }
 

@@ -3,12 +3,14 @@
 //! Built once when the server starts; nothing below the handlers imports
 //! it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::Secret;
+use crate::http::Busy;
 use crate::intake::Intake;
 use crate::registry::LiveRegistry;
 use crate::store::Store;
@@ -28,12 +30,25 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Set once shutdown begins: new requests are refused.
+    pub draining: AtomicBool,
+    /// `in_flight`'s size, to tell when no request is left in flight.
+    pub max_in_flight: usize,
 }
 
 impl AppState {
-    /// A place among the requests in flight, if one is free: a request
-    /// without one is shed (503) rather than queued without bound.
-    pub fn in_flight(&self) -> Option<SemaphorePermit<'_>> {
-        self.in_flight.try_acquire().ok()
+    /// A place among the requests in flight, or why there is none: the
+    /// server is shutting down, or every place is taken (a request without
+    /// one is shed with 503 rather than queued without bound).
+    pub fn admit_request(&self) -> Result<SemaphorePermit<'_>, Busy> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Busy::Draining);
+        }
+        self.in_flight.try_acquire().map_err(|_| Busy::Full)
+    }
+
+    /// Whether no request is in flight.
+    pub fn idle(&self) -> bool {
+        self.in_flight.available_permits() == self.max_in_flight
     }
 }

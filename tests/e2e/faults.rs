@@ -333,3 +333,40 @@ fn a_plugin_that_never_describes_itself_is_refused_at_load() {
         started.elapsed()
     );
 }
+
+/// Graceful shutdown: once SIGTERM arrives, a new webhook gets `503` with
+/// `Retry-After` while the request already in flight finishes with its
+/// answer, and then the process exits.
+#[tokio::test]
+async fn graceful_shutdown_answers_503_while_requests_in_flight_finish() {
+    let work = Workdir::new();
+    let slow = crate::support::Manifest::new("slow", NONE)
+        .trigger("mode", r#""sync""#)
+        .step("fail", r#"{ mode = "sleep", ms = 1500 }"#)
+        .to_string();
+    work.manifest("slow", &slow)
+        .manifest("quick", &one_step("quick", "sync", NONE, "echo", "{}"));
+    let server = work.start();
+    let in_flight = tokio::spawn(
+        server
+            .client
+            .post(server.url("/hooks/slow"))
+            .json(&serde_json::json!({"n": 1}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A new connection, as a new sender's would be.
+    let r = reqwest::Client::new()
+        .post(server.url("/hooks/quick"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["retry-after"], "5");
+    crate::support::error_body(r, 503, "unavailable").await;
+    let done = in_flight.await.unwrap().unwrap();
+    assert_eq!(done.status(), 200, "the request in flight finished");
+    server.wait_exit();
+}

@@ -157,10 +157,20 @@ impl Server {
         let _ = self.child.wait();
     }
 
-    /// Stops the server the way an operator does (SIGTERM) and waits.
-    pub fn stop(mut self) {
+    /// Sends SIGTERM, as an operator stopping it does, and returns at once.
+    pub fn terminate(&self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
+    /// Stops the server the way an operator does (SIGTERM) and waits.
+    pub fn stop(self) {
+        self.terminate();
+        self.wait_exit();
+    }
+
+    /// Waits for the server to exit after [`Server::terminate`].
+    pub fn wait_exit(mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {

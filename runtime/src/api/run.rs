@@ -42,7 +42,7 @@ pub async fn run(State(state): State<Arc<AppState>>, req: Request) -> Response {
 }
 
 async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
-    let _in_flight = state.in_flight().ok_or_else(HttpError::busy)?;
+    let _in_flight = state.admit_request()?;
     http::check_bearer(&state.run_tokens, req.headers())?;
 
     let (parts, body) = req.into_parts();

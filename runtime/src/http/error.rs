@@ -36,6 +36,8 @@ pub enum HttpError {
     BadRequest(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("the server is shutting down; try again shortly")]
+    Draining,
     #[error("this workflow accepts at most {limit}; try again in {retry_after} s")]
     RateLimited { limit: String, retry_after: u64 },
     #[error("the workflow ended `{}`; its execution record holds the error", status.as_str())]
@@ -75,7 +77,7 @@ impl HttpError {
             ),
             HttpError::BadJson(_) => (StatusCode::BAD_REQUEST, "invalid-json", "Invalid JSON"),
             HttpError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
-            HttpError::Unavailable(_) => (
+            HttpError::Unavailable(_) | HttpError::Draining => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -100,12 +102,27 @@ impl HttpError {
     }
 }
 
-impl HttpError {
-    /// The answer when the server is at its limit of requests in flight.
-    pub fn busy() -> Self {
-        HttpError::Unavailable("the server is at its limit of requests in flight; try again".into())
-    }
+/// Why a request got no place among those in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Shutdown has begun.
+    Draining,
+    /// Every place is taken.
+    Full,
+}
 
+impl From<Busy> for HttpError {
+    fn from(busy: Busy) -> Self {
+        match busy {
+            Busy::Draining => HttpError::Draining,
+            Busy::Full => HttpError::Unavailable(
+                "the server is at its limit of requests in flight; try again".into(),
+            ),
+        }
+    }
+}
+
+impl HttpError {
     /// The answer when the store cannot be read; the cause goes to the log.
     pub fn store_read(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "store read failed");
@@ -155,6 +172,11 @@ impl IntoResponse for HttpError {
             }
             HttpError::Unavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            // Another instance, or this one restarted, will answer.
+            HttpError::Draining => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             // The rest of the body may still be on its way: end the
             // connection rather than read it.

@@ -10,7 +10,7 @@ mod request;
 
 pub use answer::{answer, status_url};
 pub use credentials::{check_bearer, check_header, is_credential};
-pub use error::HttpError;
+pub use error::{Busy, HttpError};
 pub use request::{
     IDEMPOTENCY_KEY, content_type, drain_small, header_text, read_body, request_meta,
 };

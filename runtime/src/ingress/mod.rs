@@ -52,7 +52,7 @@ async fn handle(
     parts: &Parts,
     body: &mut Option<Body>,
 ) -> Result<Response, HttpError> {
-    let _in_flight = state.in_flight().ok_or_else(HttpError::busy)?;
+    let _in_flight = state.admit_request()?;
     let path = parts.uri.path().strip_prefix("/hooks/").unwrap_or_default();
     let registry = state.registry.load();
     let found = match path.strip_prefix("t/") {
