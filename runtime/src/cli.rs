@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Executions accepted and not finished; past it webhooks get 503.
     #[arg(long, env = "HOOKFLOW_MAX_QUEUED", default_value_t = 10_000)]
     pub max_queued: u64,
+    /// The same in bytes of those executions' event bodies (a size such as
+    /// `1GiB`): waiting work is bounded by memory, not only by count.
+    #[arg(long, env = "HOOKFLOW_MAX_QUEUED_BYTES", default_value = "1GiB", value_parser = crate::config::parse_size)]
+    pub max_queued_bytes: u64,
     /// Time a client has from connecting to the end of its request head.
     #[arg(long, env = "HOOKFLOW_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: std::time::Duration,
@@ -102,6 +106,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("build", &self.build)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_queued", &self.max_queued)
+            .field("max_queued_bytes", &self.max_queued_bytes)
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("drain_timeout", &self.drain_timeout)

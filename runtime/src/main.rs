@@ -80,6 +80,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine: EnginePolicy::default(),
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
+        max_queued_bytes: args.max_queued_bytes,
         body_timeout: args.body_timeout,
         api_tokens: args.api_tokens,
         max_resumes: args.max_resumes,

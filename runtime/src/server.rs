@@ -42,6 +42,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Executions started and not finished; more webhooks get 503.
     pub max_queued: u64,
+    /// The same, counted in bytes of event bodies.
+    pub max_queued_bytes: u64,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
     /// Bearer tokens for `POST /api/v1/run` (the admin token works too).
@@ -62,6 +64,7 @@ impl std::fmt::Debug for Settings {
             .field("engine", &self.engine)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_queued", &self.max_queued)
+            .field("max_queued_bytes", &self.max_queued_bytes)
             .field("body_timeout", &self.body_timeout)
             .field(
                 "api_tokens",
@@ -133,7 +136,12 @@ impl Server {
         let state = Arc::new(AppState {
             registry: Arc::new(ArcSwap::from_pointee(registry)),
             store: store.clone(),
-            intake: Intake::new(store, runner.clone(), settings.max_queued),
+            intake: Intake::new(
+                store,
+                runner.clone(),
+                settings.max_queued,
+                settings.max_queued_bytes,
+            ),
             admin_token,
             run_tokens,
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
@@ -345,6 +353,7 @@ mod tests {
             engine: EnginePolicy::default(),
             max_in_flight: 1,
             max_queued: 1,
+            max_queued_bytes: 1,
             body_timeout: Duration::from_secs(1),
             api_tokens: vec!["api-s3cret".into()],
             max_resumes: 3,

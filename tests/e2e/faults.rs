@@ -370,3 +370,46 @@ async fn graceful_shutdown_answers_503_while_requests_in_flight_finish() {
     assert_eq!(done.status(), 200, "the request in flight finished");
     server.wait_exit();
 }
+
+/// Finding 5: admission counts the bytes of waiting work, not only
+/// executions: past `--max-queued-bytes` of unfinished bodies, new events
+/// get `503` until work drains.
+#[tokio::test]
+async fn waiting_work_is_bounded_by_bytes() {
+    let work = Workdir::new();
+    let slow = crate::support::Manifest::new("slow", NONE)
+        .trigger("max_body", r#""2MiB""#)
+        .step("fail", r#"{ mode = "sleep", ms = 1000 }"#)
+        .section("[limits]\nconcurrency = 1")
+        .to_string();
+    work.manifest("slow", &slow);
+    let server = work.start_env(&[("HOOKFLOW_MAX_QUEUED_BYTES", "2MiB")]);
+    let body = format!("{{\"data\":\"{}\"}}", "x".repeat(1 << 20));
+    let send = || {
+        server
+            .post("/hooks/slow")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+    };
+    let statuses = [
+        send().await.unwrap().status().as_u16(),
+        send().await.unwrap().status().as_u16(),
+        send().await.unwrap().status().as_u16(),
+    ];
+    assert_eq!(statuses, [202, 202, 503], "two 1 MiB bodies fill 2 MiB");
+    let r = send().await.unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.status(), 503);
+    // Once the waiting work has run, there is room again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = send().await.unwrap().status().as_u16();
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "no room came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -138,7 +138,9 @@ impl From<Refusal> for HttpError {
             Refusal::RateLimited { limit, retry_after } => {
                 HttpError::RateLimited { limit, retry_after }
             }
-            Refusal::QueueFull | Refusal::StoreFailed => HttpError::Unavailable(message),
+            Refusal::QueueFull | Refusal::QueueBytesFull | Refusal::StoreFailed => {
+                HttpError::Unavailable(message)
+            }
             Refusal::BadJson(e) => HttpError::BadJson(e),
             Refusal::KeyTooLong(_) => HttpError::BadRequest(message),
             Refusal::InvalidInput(errors) => HttpError::InvalidInput(errors),

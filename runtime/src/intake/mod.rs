@@ -91,6 +91,8 @@ pub enum Refusal {
     RateLimited { limit: String, retry_after: u64 },
     #[error("too many executions are waiting to run; try again")]
     QueueFull,
+    #[error("the executions waiting to run hold their limit of body bytes; try again")]
+    QueueBytesFull,
     #[error("the body is not valid JSON: {0}")]
     BadJson(String),
     #[error("the idempotency key is {0} bytes; the limit is {MAX_KEY_LEN}")]
@@ -122,14 +124,17 @@ pub struct Intake {
     runner: Runner,
     /// Executions started and not finished, at most; past it, refuse.
     max_queued: u64,
+    /// The same, counted in bytes of their event bodies.
+    max_queued_bytes: u64,
 }
 
 impl Intake {
-    pub fn new(store: Store, runner: Runner, max_queued: u64) -> Self {
+    pub fn new(store: Store, runner: Runner, max_queued: u64, max_queued_bytes: u64) -> Self {
         Self {
             store,
             runner,
             max_queued,
+            max_queued_bytes,
         }
     }
 
@@ -151,6 +156,9 @@ impl Intake {
         }
         if self.runner.unfinished() >= self.max_queued {
             return Err(Refusal::QueueFull);
+        }
+        if self.runner.unfinished_bytes() >= self.max_queued_bytes {
+            return Err(Refusal::QueueBytesFull);
         }
         Ok(())
     }

@@ -65,8 +65,10 @@ pub struct Runner {
     store: Store,
     tasks: TaskTracker,
     gates: Arc<Gates>,
-    /// Executions started and not yet finished: exact, for admission.
+    /// Executions started and not yet finished, and the bytes of their
+    /// event bodies: exact, for admission.
     unfinished: Arc<AtomicU64>,
+    unfinished_bytes: Arc<AtomicU64>,
     counters: Counters,
 }
 
@@ -128,6 +130,7 @@ impl Runner {
             tasks: TaskTracker::new(),
             gates: Arc::default(),
             unfinished: Arc::default(),
+            unfinished_bytes: Arc::default(),
             counters: Counters::new(),
         }
     }
@@ -144,17 +147,24 @@ impl Runner {
         self.unfinished.load(Ordering::Relaxed)
     }
 
+    /// The bytes of those executions' event bodies.
+    pub fn unfinished_bytes(&self) -> u64 {
+        self.unfinished_bytes.load(Ordering::Relaxed)
+    }
+
     /// Runs `job` in the background. The receiver gets the finished record
     /// (drop it to not wait).
     pub fn start(&self, job: Job) -> oneshot::Receiver<Execution> {
         let (tx, rx) = oneshot::channel();
         self.counters.started.increment(1);
         self.unfinished.fetch_add(1, Ordering::Relaxed);
+        self.unfinished_bytes
+            .fetch_add(job.execution.body_len, Ordering::Relaxed);
         let runner = self.clone();
         self.tasks.spawn(async move {
-            let id = job.execution.id;
+            let (id, bytes) = (job.execution.id, job.execution.body_len);
             let run = runner.run(job);
-            if let Some(done) = runner.guarded(id, run).await {
+            if let Some(done) = runner.guarded(id, bytes, run).await {
                 let _ = tx.send(done);
             }
         });
@@ -168,6 +178,7 @@ impl Runner {
     async fn guarded(
         &self,
         id: uuid::Uuid,
+        body_bytes: u64,
         run: impl Future<Output = Execution>,
     ) -> Option<Execution> {
         use futures_util::FutureExt as _;
@@ -175,13 +186,15 @@ impl Runner {
         // execution is read back from the store.
         match std::panic::AssertUnwindSafe(run).catch_unwind().await {
             Ok(done) => Some(done),
-            Err(_) => self.after_panic(id).await,
+            Err(_) => self.after_panic(id, body_bytes).await,
         }
     }
 
-    async fn after_panic(&self, id: uuid::Uuid) -> Option<Execution> {
+    async fn after_panic(&self, id: uuid::Uuid, body_bytes: u64) -> Option<Execution> {
         tracing::error!(%id, "running the execution panicked; it ends failed");
         self.unfinished.fetch_sub(1, Ordering::Relaxed);
+        self.unfinished_bytes
+            .fetch_sub(body_bytes, Ordering::Relaxed);
         self.counters.failed.increment(1);
         let mut execution = match self.store.get(id).await {
             Ok(Some(e)) => e,
@@ -362,6 +375,8 @@ impl Runner {
         execution.finished_at_ms = Some(now_ms());
         self.counters.finished(execution.status).increment(1);
         self.unfinished.fetch_sub(1, Ordering::Relaxed);
+        self.unfinished_bytes
+            .fetch_sub(execution.body_len, Ordering::Relaxed);
         if let Err(e) = self.store.put(&execution, None).await {
             tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
         }
@@ -554,9 +569,11 @@ mod tests {
             .put_new(&execution, bytes::Bytes::new(), None)
             .await
             .unwrap();
-        runner.unfinished.fetch_add(1, Ordering::Relaxed); // as `start` does
+        // As `start` does.
+        runner.unfinished.fetch_add(1, Ordering::Relaxed);
+        runner.unfinished_bytes.fetch_add(7, Ordering::Relaxed);
         let done = runner
-            .guarded(id, async { panic!("a bug in the runner") })
+            .guarded(id, 7, async { panic!("a bug in the runner") })
             .await
             .unwrap();
         assert_eq!(done.status, Status::Failed);
@@ -565,6 +582,7 @@ mod tests {
         assert_eq!(stored.status, Status::Failed);
         assert!(store.unfinished().await.unwrap().is_empty());
         assert_eq!(runner.unfinished(), 0);
+        assert_eq!(runner.unfinished_bytes(), 0);
     }
 
     #[test]
