@@ -347,6 +347,13 @@ async fn graceful_shutdown_answers_503_while_requests_in_flight_finish() {
     work.manifest("slow", &slow)
         .manifest("quick", &one_step("quick", "sync", NONE, "echo", "{}"));
     let server = work.start();
+    let ready = |client: reqwest::Client, url: String| async move {
+        client.get(url).send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(
+        ready(reqwest::Client::new(), server.url("/readyz")).await,
+        200
+    );
     let in_flight = tokio::spawn(
         server
             .client
@@ -366,6 +373,15 @@ async fn graceful_shutdown_answers_503_while_requests_in_flight_finish() {
         .unwrap();
     assert_eq!(r.headers()["retry-after"], "5");
     crate::support::error_body(r, 503, "unavailable").await;
+    // Readiness goes, so a balancer stops sending; liveness stays.
+    assert_eq!(
+        ready(reqwest::Client::new(), server.url("/readyz")).await,
+        503
+    );
+    assert_eq!(
+        ready(reqwest::Client::new(), server.url("/healthz")).await,
+        200
+    );
     let done = in_flight.await.unwrap().unwrap();
     assert_eq!(done.status(), 200, "the request in flight finished");
     server.wait_exit();

@@ -1,18 +1,41 @@
-//! `/healthz` and `/metrics`: no token, they hold no payloads.
+//! `/healthz`, `/readyz` and `/metrics`: no token, they hold no payloads.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use serde_json::Value;
+use std::sync::atomic::Ordering;
+
+use serde_json::{Value, json};
 
 use crate::state::AppState;
 use crate::store::DATABASE_BYTES;
 
+/// Liveness: the process answers.
 pub async fn healthz() -> Json<Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: `200` while the server takes new events, `503` while it
+/// shuts down or while its last database commit failed.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    let reason = if state.draining.load(Ordering::Relaxed) {
+        Some("shutting down")
+    } else if !state.store.writable() {
+        Some("the database cannot be written")
+    } else {
+        None
+    };
+    match reason {
+        None => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reason": why })),
+        ),
+    }
 }
 
 /// `GET /metrics`: counters and gauges in the Prometheus text format.

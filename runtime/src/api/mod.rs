@@ -1,5 +1,5 @@
 //! The API under `/api/v1` (SPEC §5.2, §5.3): run a workflow by name, and
-//! observe executions behind the admin token; plus `/healthz` and
+//! observe executions behind the admin token; plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
 mod executions;
@@ -7,7 +7,7 @@ mod health;
 mod run;
 
 pub use executions::{execution, executions};
-pub use health::{healthz, metrics};
+pub use health::{healthz, metrics, readyz};
 pub use run::run;
 
 use axum::http::HeaderMap;

@@ -13,6 +13,7 @@ mod tables;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -126,6 +127,8 @@ pub struct Store {
     db: Arc<Database>,
     path: Arc<std::path::PathBuf>,
     writer: mpsc::Sender<Message>,
+    /// Whether the last commit succeeded.
+    writable: Arc<AtomicBool>,
 }
 
 /// Which executions to list, newest first.
@@ -162,14 +165,17 @@ impl Store {
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel(4096);
         let writer_db = db.clone();
+        let writable = Arc::new(AtomicBool::new(true));
+        let writer_writable = writable.clone();
         std::thread::Builder::new()
             .name("hookflow-store".into())
-            .spawn(move || writer_loop(&writer_db, rx))
+            .spawn(move || writer_loop(&writer_db, rx, &writer_writable))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Self {
             db,
             path: Arc::new(path.to_path_buf()),
             writer: tx,
+            writable,
         })
     }
 
@@ -223,6 +229,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the last commit succeeded: a store whose commits fail cannot
+    /// take new events.
+    pub fn writable(&self) -> bool {
+        self.writable.load(Ordering::Relaxed)
     }
 
     /// The database file's size in bytes.
@@ -333,7 +345,7 @@ fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
 
 /// Takes every pending write into one transaction, commits it durably, then
 /// answers each writer. Ends when every `Store` handle is dropped.
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Message>) {
+fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Message>, writable: &AtomicBool) {
     let mut batch: Vec<Write> = Vec::new();
     // A prune that arrived while a batch was being gathered: run after it.
     let mut prune_next = None;
@@ -360,7 +372,9 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Message>) {
                 Err(_) => break,
             }
         }
-        match commit(db, &batch) {
+        let committed = commit(db, &batch);
+        writable.store(committed.is_ok(), Ordering::Relaxed);
+        match committed {
             Ok(claims) => {
                 for (w, claim) in batch.drain(..).zip(claims) {
                     let _ = w.done.send(Ok(claim));
