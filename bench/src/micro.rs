@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hookflow::engine::{Engine, EnginePolicy, Plugin, StepCall, StepLimits};
-use hookflow::execution::{Event, Execution, RequestMeta, Status, StepRecord, StepStatus};
+use hookflow::execution::{Event, Execution, RequestMeta, StepRecord, StepStatus};
 use hookflow::store::Store;
 
 pub struct Timing {
@@ -106,32 +106,14 @@ fn human(n: usize) -> String {
 
 fn record(body_len: usize) -> (Execution, Bytes) {
     let event = event(body_len);
-    let execution = Execution {
-        id: uuid::Uuid::now_v7(),
-        workflow: "bench".into(),
-        status: Status::Queued,
-        trigger: "webhook".into(),
-        user: None,
-        retry_of: None,
-        resumes: 0,
-        created_at_ms: 0,
-        started_at_ms: None,
-        finished_at_ms: None,
-        request: event.request.clone(),
-        content_type: event.content_type.clone(),
-        body_len: event.body.len() as u64,
-        body_is_json: true,
-        steps: vec![StepRecord {
-            id: "echo".into(),
-            plugin: "plugins/echo.wasm".into(),
-            plugin_digest: "0".repeat(64),
-            status: StepStatus::Pending,
-            attempts: Vec::new(),
-        }],
-        output: None,
-        response: None,
-        error: None,
+    let step = StepRecord {
+        id: "echo".into(),
+        plugin: "plugins/echo.wasm".into(),
+        plugin_digest: "0".repeat(64),
+        status: StepStatus::Pending,
+        attempts: Vec::new(),
     };
+    let execution = Execution::queued("bench", "webhook", &event, vec![step]);
     (execution, event.body)
 }
 

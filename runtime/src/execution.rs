@@ -17,7 +17,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// The HTTP request that delivered an event, credentials removed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMeta {
     pub method: String,
     pub path: String,
@@ -288,6 +288,31 @@ pub struct Execution {
 }
 
 impl Execution {
+    /// A new `queued` execution for `event`, with a fresh UUID v7, started
+    /// by `trigger` (`webhook`, `api`), with `steps` pending.
+    pub fn queued(workflow: &str, trigger: &str, event: &Event, steps: Vec<StepRecord>) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            workflow: workflow.to_string(),
+            status: Status::Queued,
+            trigger: trigger.to_string(),
+            user: None,
+            retry_of: None,
+            resumes: 0,
+            created_at_ms: event.request.received_at_ms,
+            started_at_ms: None,
+            finished_at_ms: None,
+            request: event.request.clone(),
+            content_type: event.content_type.clone(),
+            body_len: event.body.len() as u64,
+            body_is_json: event.is_json,
+            steps,
+            output: None,
+            response: None,
+            error: None,
+        }
+    }
+
     /// The index of the first step not yet done: where a resumed execution
     /// picks up.
     pub fn first_unfinished_step(&self) -> usize {

@@ -134,29 +134,18 @@ async fn unbounded_guest_data_is_capped() {
             .step("fail", config)
             .to_string()
     };
-    work.manifest(
-        "body",
-        &hostile("body", r#"{ mode = "big-response", bytes = 8388608 }"#),
-    )
-    .manifest(
-        "headers",
-        &hostile("headers", r#"{ mode = "big-response", headers = 10000 }"#),
-    )
-    .manifest(
-        "status",
-        &hostile("status", r#"{ mode = "big-response", status = 1000 }"#),
-    )
-    .manifest(
-        "error",
-        &hostile("error", r#"{ mode = "big-error", bytes = 8388608 }"#),
-    )
-    .manifest(
-        "fine",
-        &hostile(
+    for (name, config) in [
+        ("body", r#"{ mode = "big-response", bytes = 8388608 }"#),
+        ("headers", r#"{ mode = "big-response", headers = 10000 }"#),
+        ("status", r#"{ mode = "big-response", status = 1000 }"#),
+        ("error", r#"{ mode = "big-error", bytes = 8388608 }"#),
+        (
             "fine",
             r#"{ mode = "big-response", bytes = 1000, headers = 3 }"#,
         ),
-    );
+    ] {
+        work.manifest(name, &hostile(name, config));
+    }
     let server = work.start();
     for (path, limit) in [
         ("/hooks/body", "response body"),

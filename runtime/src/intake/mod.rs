@@ -343,26 +343,12 @@ fn parse_payload(
     parsed.map_err(|e| Refusal::BadJson(e.to_string()))
 }
 
-/// A new `queued` execution of `workflow` for `event`, with a fresh UUID v7.
+/// A new `queued` execution of `workflow` for `event`.
 fn new_execution(workflow: &Workflow, event: &Event, trigger: Trigger) -> Execution {
-    Execution {
-        id: Uuid::now_v7(),
-        workflow: workflow.spec.name.clone(),
-        status: Status::Queued,
-        trigger: trigger.as_str().to_string(),
-        user: None,
-        retry_of: None,
-        resumes: 0,
-        created_at_ms: event.request.received_at_ms,
-        started_at_ms: None,
-        finished_at_ms: None,
-        request: event.request.clone(),
-        content_type: event.content_type.clone(),
-        body_len: event.body.len() as u64,
-        body_is_json: event.is_json,
-        steps: step_records(workflow),
-        output: None,
-        response: None,
-        error: None,
-    }
+    Execution::queued(
+        &workflow.spec.name,
+        trigger.as_str(),
+        event,
+        step_records(workflow),
+    )
 }

@@ -537,33 +537,8 @@ mod tests {
         })
         .unwrap();
         let runner = Runner::new(engine, store.clone());
-        let execution = Execution {
-            id: uuid::Uuid::now_v7(),
-            workflow: "w".into(),
-            status: Status::Queued,
-            trigger: "webhook".into(),
-            user: None,
-            retry_of: None,
-            resumes: 0,
-            created_at_ms: 0,
-            started_at_ms: None,
-            finished_at_ms: None,
-            request: RequestMeta {
-                method: "POST".into(),
-                path: "/hooks/w".into(),
-                query: String::new(),
-                headers: vec![],
-                remote_addr: String::new(),
-                received_at_ms: 0,
-            },
-            content_type: None,
-            body_len: 0,
-            body_is_json: false,
-            steps: vec![],
-            output: None,
-            response: None,
-            error: None,
-        };
+        let event = Event::new(RequestMeta::default(), None, bytes::Bytes::new(), false);
+        let execution = Execution::queued("w", "webhook", &event, vec![]);
         let id = execution.id;
         store
             .put_new(&execution, bytes::Bytes::new(), None)
