@@ -22,7 +22,6 @@ fn event(payload_len: usize) -> Event {
         let filler = "x".repeat(payload_len.saturating_sub(12));
         Bytes::from(format!("{{\"data\":\"{filler}\"}}"))
     };
-    let is_json = !body.is_empty();
     Event::new(
         RequestMeta {
             method: "POST".into(),
@@ -34,7 +33,6 @@ fn event(payload_len: usize) -> Event {
         },
         Some("application/json".into()),
         body,
-        is_json,
     )
 }
 

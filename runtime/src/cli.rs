@@ -29,8 +29,7 @@ pub enum Command {
     },
 }
 
-/// Printed with its tokens redacted (see the `Debug` impl).
-#[derive(clap::Args)]
+#[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// The workflow directory: one `*.toml` manifest per workflow.
     #[arg(long, env = "HOOKFLOW_DIR", default_value = "./workflows")]
@@ -43,7 +42,7 @@ pub struct ServeArgs {
     pub listen: String,
     /// Bearer token for /api/v1 (the API answers 401 without one).
     #[arg(long, env = "HOOKFLOW_ADMIN_TOKEN", hide_env_values = true)]
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Token>,
     /// Bearer tokens for `POST /api/v1/run` (comma-separated in the
     /// environment); the admin token works too.
     #[arg(
@@ -52,7 +51,7 @@ pub struct ServeArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_tokens: Vec<String>,
+    pub api_tokens: Vec<Token>,
     /// Build plugin sources first (as `hookflow build DIR`).
     #[arg(long)]
     pub build: bool,
@@ -87,32 +86,35 @@ pub struct ServeArgs {
     pub retention: std::time::Duration,
 }
 
-/// Stands for a token in `Debug` output.
-pub(crate) fn redacted<T>(token: &Option<T>) -> Option<&'static str> {
-    token.as_ref().map(|_| "<redacted>")
+/// A token given on the command line or in the environment. Its text is
+/// there to use ([`Token::expose`]); `Debug` prints `<redacted>`, so no
+/// settings dump or log line ever shows it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
-impl std::fmt::Debug for ServeArgs {
+impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeArgs")
-            .field("dir", &self.dir)
-            .field("db", &self.db)
-            .field("listen", &self.listen)
-            .field("admin_token", &redacted(&self.admin_token))
-            .field(
-                "api_tokens",
-                &format_args!("<{} redacted>", self.api_tokens.len()),
-            )
-            .field("build", &self.build)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("max_queued", &self.max_queued)
-            .field("max_queued_bytes", &self.max_queued_bytes)
-            .field("header_timeout", &self.header_timeout)
-            .field("body_timeout", &self.body_timeout)
-            .field("drain_timeout", &self.drain_timeout)
-            .field("max_resumes", &self.max_resumes)
-            .field("retention", &self.retention)
-            .finish()
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Token {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_string()))
+    }
+}
+
+impl From<&str> for Token {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
     }
 }
 

@@ -41,17 +41,22 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event; a form-encoded body also becomes a JSON object of its
-    /// fields (a repeated field becomes an array).
-    pub fn new(
-        request: RequestMeta,
-        content_type: Option<String>,
-        body: Bytes,
-        is_json: bool,
-    ) -> Self {
-        let form = content_type
+    /// An event. Its content type, parsed once, says what the body is: JSON
+    /// when the type is `application/json` or `+json`, or when there is no
+    /// type (an empty body is never JSON); a form-encoded body also becomes
+    /// a JSON object of its fields (a repeated field becomes an array). A
+    /// type that does not parse as a media type is neither.
+    pub fn new(request: RequestMeta, content_type: Option<String>, body: Bytes) -> Self {
+        let media = content_type
             .as_deref()
-            .and_then(|ct| ct.parse::<mime::Mime>().ok())
+            .map(|ct| ct.parse::<mime::Mime>().ok());
+        let is_json = !body.is_empty()
+            && match &media {
+                None => true,
+                Some(parsed) => parsed.as_ref().is_some_and(is_json_media),
+            };
+        let form = media
+            .flatten()
             .filter(|m| m.essence_str() == mime::APPLICATION_WWW_FORM_URLENCODED.essence_str())
             .map(|_| form_object(&body));
         Self {
@@ -70,8 +75,8 @@ impl Event {
             return form.get();
         }
         if self.is_json {
-            // Invariant: `is_json` is only set for a body that serde_json
-            // accepted (at intake), and serde_json rejects invalid UTF-8.
+            // Invariant: a JSON body is validated at intake before anything
+            // reads its payload, and serde_json rejects invalid UTF-8.
             std::str::from_utf8(&self.body).unwrap_or("null")
         } else {
             "null"
@@ -79,13 +84,9 @@ impl Event {
     }
 }
 
-/// Whether a `Content-Type` names JSON: `application/json` or any
-/// `+json` type. A header that does not parse as a media type is not JSON.
-pub fn is_json_type(content_type: &str) -> bool {
-    content_type.parse::<mime::Mime>().is_ok_and(|m| {
-        m.type_() == mime::APPLICATION
-            && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
-    })
+/// `application/json`, or any `+json` type.
+fn is_json_media(m: &mime::Mime) -> bool {
+    m.type_() == mime::APPLICATION && (m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON))
 }
 
 fn form_object(body: &[u8]) -> Json {
@@ -358,8 +359,16 @@ mod tests {
         assert_eq!(json.payload_text(), "{\"a\":1}");
     }
 
+    /// Whether a non-empty body sent with `content_type` is JSON.
+    fn is_json_type(content_type: &str) -> bool {
+        let body = Bytes::from_static(b"{}");
+        Event::new(RequestMeta::default(), Some(content_type.into()), body).is_json
+    }
+
     #[test]
     fn json_is_told_by_content_type() {
+        assert!(Event::new(RequestMeta::default(), None, Bytes::from_static(b"{}")).is_json);
+        assert!(!Event::new(RequestMeta::default(), None, Bytes::new()).is_json);
         assert!(is_json_type("application/json; charset=utf-8"));
         assert!(is_json_type("Application/JSON"));
         assert!(is_json_type("application/vnd.api+json"));
@@ -381,7 +390,6 @@ mod tests {
             },
             Some("application/x-www-form-urlencoded; charset=utf-8".into()),
             Bytes::from_static(b"name=John+Doe&tag=a&tag=b&emp_id=33&x=%26"),
-            false,
         );
         let v: Value = serde_json::from_str(event.payload_text()).unwrap();
         assert_eq!(

@@ -20,6 +20,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
+use crate::cli::Token;
 use crate::config::{Auth, Diagnostic, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
 use crate::execution::now_ms;
@@ -31,12 +32,12 @@ use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use crate::{api, ingress};
 
-/// What `hookflow serve` runs with. Printed with its tokens redacted.
-#[derive(Clone)]
+/// What `hookflow serve` runs with. Its tokens print as `<redacted>`.
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub dir: PathBuf,
     pub db: PathBuf,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Token>,
     pub engine: EnginePolicy,
     /// Webhook requests handled at once; more get 503.
     pub max_in_flight: usize,
@@ -47,31 +48,12 @@ pub struct Settings {
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
     /// Bearer tokens for `POST /api/v1/run` (the admin token works too).
-    pub api_tokens: Vec<String>,
+    pub api_tokens: Vec<Token>,
     /// Times an unfinished execution is resumed at start before it is
     /// failed instead.
     pub max_resumes: u32,
     /// How long finished executions are kept.
     pub retention: Duration,
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("dir", &self.dir)
-            .field("db", &self.db)
-            .field("admin_token", &crate::cli::redacted(&self.admin_token))
-            .field("engine", &self.engine)
-            .field("max_in_flight", &self.max_in_flight)
-            .field("max_queued", &self.max_queued)
-            .field("max_queued_bytes", &self.max_queued_bytes)
-            .field("body_timeout", &self.body_timeout)
-            .field(
-                "api_tokens",
-                &format_args!("<{} redacted>", self.api_tokens.len()),
-            )
-            .finish()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,13 +108,17 @@ impl Server {
             tracing::info!(resumed, "resumed unfinished executions");
         }
         tokio::spawn(prune_old_executions(store.clone(), settings.retention));
-        let admin_token = settings.admin_token.clone().map(Secret::new);
+        let admin_token = settings
+            .admin_token
+            .as_ref()
+            .map(|t| Secret::new(t.expose()));
         let run_tokens = settings
             .api_tokens
             .iter()
             .chain(&settings.admin_token)
+            .map(Token::expose)
             .filter(|t| !t.is_empty())
-            .map(|t| Secret::new(t.as_bytes()))
+            .map(Secret::new)
             .collect();
         let state = Arc::new(AppState {
             registry: Arc::new(ArcSwap::from_pointee(registry)),

@@ -44,7 +44,6 @@ pub async fn execution(
             execution.request.clone(),
             execution.content_type.clone(),
             body,
-            execution.body_is_json,
         );
         serde_json::from_str(event.payload_text()).unwrap_or(Value::Null)
     });

@@ -1,14 +1,13 @@
 //! `/healthz`, `/readyz` and `/metrics`: no token, they hold no payloads.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use std::sync::atomic::Ordering;
-
 use serde_json::{Value, json};
 
 use crate::state::AppState;
@@ -16,7 +15,7 @@ use crate::store::DATABASE_BYTES;
 
 /// Liveness: the process answers.
 pub async fn healthz() -> Json<Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+    Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: `200` while the server takes new events, `503` while it

@@ -68,7 +68,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
     // The workflow's own auth does not apply here, but a header it treats
     // as a credential is still kept out of the record.
     let request = http::request_meta(&workflow.spec.trigger.auth, &parts);
-    let event = Event::new(request, Some("application/json".into()), data.into(), true);
+    let event = Event::new(request, Some("application/json".into()), data.into());
     // Only `Idempotency-Key`: no provider delivery id applies here.
     let key = http::header_text(&parts.headers, http::IDEMPOTENCY_KEY)
         .map_or(KeySource::None, KeySource::Given);

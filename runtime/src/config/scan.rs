@@ -135,10 +135,60 @@ pub fn load_file(file: &Path, root: &Path) -> Result<WorkflowSpec, Vec<Diagnosti
     }
 }
 
-/// Reads `written` (relative to `dir`) when it resolves, symlinks
-/// included, to a regular file inside `root` of at most `max` bytes. The
-/// error completes a sentence about the file: "... resolves outside the
-/// workflow directory".
+/// Why a file a manifest names cannot be used. Each completes a sentence
+/// about the file: "... resolves outside the workflow directory".
+#[derive(Debug)]
+pub(super) enum Unfit {
+    Missing,
+    Outside,
+    NotAFile,
+    TooLarge { size: u64, max: u64 },
+    Unreadable(std::io::Error),
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::Missing => f.write_str("is not found"),
+            Unfit::Outside => f.write_str("resolves outside the workflow directory"),
+            Unfit::NotAFile => f.write_str("is not a regular file"),
+            Unfit::TooLarge { size, max } => write!(f, "is {size} bytes; the limit is {max}"),
+            Unfit::Unreadable(e) => write!(f, "cannot be read: {e}"),
+        }
+    }
+}
+
+/// The real path of `written` (relative to `dir`) when it resolves,
+/// symlinks included, to a regular file inside `root` of at most `max`
+/// bytes.
+pub(super) fn confined_file(
+    dir: &Path,
+    root: &Path,
+    written: &Path,
+    max: u64,
+) -> Result<PathBuf, Unfit> {
+    let real = dir
+        .join(written)
+        .canonicalize()
+        .map_err(|_| Unfit::Missing)?;
+    if !real.starts_with(root) {
+        return Err(Unfit::Outside);
+    }
+    let meta = std::fs::metadata(&real).map_err(Unfit::Unreadable)?;
+    if !meta.is_file() {
+        return Err(Unfit::NotAFile);
+    }
+    if meta.len() > max {
+        return Err(Unfit::TooLarge {
+            size: meta.len(),
+            max,
+        });
+    }
+    Ok(real)
+}
+
+/// Reads a [`confined_file`], at most `max` bytes whatever the file does
+/// after the check.
 pub(super) fn read_confined(
     dir: &Path,
     root: &Path,
@@ -146,25 +196,11 @@ pub(super) fn read_confined(
     max: u64,
 ) -> Result<Vec<u8>, String> {
     use std::io::Read;
-    let real = dir
-        .join(written)
-        .canonicalize()
-        .map_err(|_| "is not found".to_string())?;
-    if !real.starts_with(root) {
-        return Err("resolves outside the workflow directory".into());
-    }
-    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot be read: {e}"))?;
-    if !meta.is_file() {
-        return Err("is not a regular file".into());
-    }
-    if meta.len() > max {
-        return Err(format!("is {} bytes; the limit is {max}", meta.len()));
-    }
-    // Read at most `max` bytes whatever the file does after the check.
+    let real = confined_file(dir, root, written, max).map_err(|u| u.to_string())?;
     let mut bytes = Vec::new();
     std::fs::File::open(&real)
         .and_then(|f| f.take(max).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot be read: {e}"))?;
+        .map_err(|e| Unfit::Unreadable(e).to_string())?;
     Ok(bytes)
 }
 

@@ -13,7 +13,7 @@ use super::MAX_PLUGIN_BYTES;
 use super::diagnostic::{Diagnostic, line_of};
 use super::names::{check_route, default_step_id, is_slug};
 use super::raw::{RawLimits, RawManifest, RawStep, RawTrigger};
-use super::scan::plugin_for_source;
+use super::scan::{Unfit, confined_file, plugin_for_source};
 use super::spec::{Method, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec};
 use super::units::{parse_duration, parse_rate, parse_size};
 use super::{Auth, raw::RawAuth};
@@ -302,32 +302,17 @@ impl Checker<'_> {
                 "plugin `{written}` must be a path relative to the manifest"
             ));
         }
-        let real = match self.dir.join(rel).canonicalize() {
-            Ok(real) => real,
-            Err(_) if has_source => {
-                return Err(format!(
-                    "plugin `{written}` is not built yet: run `hookflow build {}`",
-                    self.root.display()
-                ));
-            }
-            Err(_) => return Err(format!("plugin `{written}` not found")),
-        };
-        if !real.starts_with(self.root) {
-            return Err(format!(
+        confined_file(self.dir, self.root, rel, MAX_PLUGIN_BYTES).map_err(|unfit| match unfit {
+            Unfit::Missing if has_source => format!(
+                "plugin `{written}` is not built yet: run `hookflow build {}`",
+                self.root.display()
+            ),
+            Unfit::Missing => format!("plugin `{written}` not found"),
+            Unfit::Outside => format!(
                 "plugin `{written}` resolves outside the workflow directory; copy it in instead"
-            ));
-        }
-        let meta = std::fs::metadata(&real).map_err(|e| format!("plugin `{written}`: {e}"))?;
-        if !meta.is_file() {
-            return Err(format!("plugin `{written}` is not a file"));
-        }
-        if meta.len() > MAX_PLUGIN_BYTES {
-            return Err(format!(
-                "plugin `{written}` is {} bytes; the limit is {MAX_PLUGIN_BYTES}",
-                meta.len()
-            ));
-        }
-        Ok(real)
+            ),
+            other => format!("plugin `{written}` {other}"),
+        })
     }
 
     fn limits(&mut self, raw: RawLimits) -> WorkflowLimits {

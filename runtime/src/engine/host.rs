@@ -50,7 +50,9 @@ impl Logs {
     }
 }
 
-fn floor_char_boundary(s: &str, max: usize) -> &str {
+/// The longest prefix of `s` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn floor_char_boundary(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

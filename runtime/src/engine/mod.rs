@@ -30,7 +30,7 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::execution::{ErrorKind, Event, Json, LogLine, ShapedResponse, StepError};
 use bindings::{Step, StepPre};
-use host::{CapturePipe, Host, Limiter, Logs};
+use host::{CapturePipe, Host, Limiter, Logs, floor_char_boundary};
 
 /// Engine-wide limits, fixed at start.
 #[derive(Debug, Clone)]
@@ -428,12 +428,9 @@ impl Engine {
     fn guest_error(&self, kind: ErrorKind, mut text: String) -> StepError {
         let max = self.policy.max_error_text;
         if text.len() > max {
-            let mut end = max;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            let cut = text.len() - end;
-            text.truncate(end);
+            let kept = floor_char_boundary(&text, max).len();
+            let cut = text.len() - kept;
+            text.truncate(kept);
             text.push_str(&format!(" ... ({cut} bytes cut)"));
         }
         step_error(kind, text)

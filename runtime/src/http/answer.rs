@@ -30,7 +30,7 @@ pub fn answer(outcome: Outcome) -> Response {
 }
 
 /// Where an execution can be followed.
-pub fn status_url(id: Uuid) -> String {
+fn status_url(id: Uuid) -> String {
     format!("/api/v1/executions/{id}")
 }
 

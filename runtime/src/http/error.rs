@@ -49,6 +49,12 @@ pub enum HttpError {
 }
 
 impl HttpError {
+    /// The answer when the store cannot be read; the cause goes to the log.
+    pub fn store_read(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "store read failed");
+        HttpError::Unavailable("the store could not be read; try again".into())
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             HttpError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
@@ -119,14 +125,6 @@ impl From<Busy> for HttpError {
                 "the server is at its limit of requests in flight; try again".into(),
             ),
         }
-    }
-}
-
-impl HttpError {
-    /// The answer when the store cannot be read; the cause goes to the log.
-    pub fn store_read(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "store read failed");
-        HttpError::Unavailable("the store could not be read; try again".into())
     }
 }
 

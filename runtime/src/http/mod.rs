@@ -8,7 +8,7 @@ mod credentials;
 mod error;
 mod request;
 
-pub use answer::{answer, status_url};
+pub use answer::answer;
 pub use credentials::{check_bearer, check_header, is_credential};
 pub use error::{Busy, HttpError};
 pub use request::{

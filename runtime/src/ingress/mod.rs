@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::{Auth, Method};
-use crate::execution::{Event, is_json_type};
+use crate::execution::Event;
 use crate::http::{self, HttpError};
 use crate::intake::{Delivery, KeySource, Trigger};
 use crate::state::AppState;
@@ -100,13 +100,11 @@ async fn handle(
         auth::check_signed(&trigger.auth, &parts.headers, &body)?;
         state.intake.admit(&workflow)?;
     }
-    // JSON when the content type says so, or when there is none.
-    let is_json = !body.is_empty() && content_type.as_deref().is_none_or(is_json_type);
-    let key = idempotency_key(&trigger.auth, &parts.headers, is_json);
+    let event = Event::new(request, content_type, body);
     let delivery = Delivery {
-        event: Event::new(request, content_type, body, is_json),
-        unparsed_json: is_json,
-        key,
+        unparsed_json: event.is_json,
+        key: idempotency_key(&trigger.auth, &parts.headers, event.is_json),
+        event,
         trigger: Trigger::Webhook,
         user: None,
     };

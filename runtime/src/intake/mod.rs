@@ -19,7 +19,7 @@ use crate::config::{FieldError, Mode, OnDuplicate, WorkflowSpec};
 use crate::execution::{Event, Execution, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Job, Runner, step_records};
-use crate::store::{Claim, IdempotencyKey, Store, StoreError};
+use crate::store::{Claim, IdempotencyKey, Store};
 
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -201,8 +201,9 @@ impl Intake {
                 mut execution,
                 event,
             } => {
-                if !self.failed(original).await {
-                    return self.duplicate(&workflow, original).await;
+                let holder = self.holder(original).await;
+                if !holder.as_ref().is_some_and(ended_badly) {
+                    return duplicate(&workflow, original, holder);
                 }
                 // The delivery's execution failed: this redelivery is a new
                 // attempt at it, linked to the failed one, and takes its
@@ -212,7 +213,8 @@ impl Intake {
                 match self.record(&workflow, *execution, *event, key).await? {
                     Recorded::Started(done) => done,
                     Recorded::Duplicate { original, .. } => {
-                        return self.duplicate(&workflow, original).await;
+                        let holder = self.holder(original).await;
+                        return duplicate(&workflow, original, holder);
                     }
                 }
             }
@@ -239,59 +241,59 @@ impl Intake {
         key: Option<IdempotencyKey>,
     ) -> Result<Recorded, Refusal> {
         let (store, runner, workflow) = (self.store.clone(), self.runner.clone(), workflow.clone());
-        let name = workflow.spec.name.clone();
         let task = tokio::spawn(async move {
-            let claim = store.put_new(&execution, event.body.clone(), key).await?;
-            Ok::<_, StoreError>(match claim {
-                Claim::New => Recorded::Started(runner.start(Job {
+            let claim = store.put_new(&execution, event.body.clone(), key).await;
+            match claim {
+                Ok(Claim::New) => Ok(Recorded::Started(runner.start(Job {
                     workflow,
                     execution,
                     event: Arc::new(event),
-                })),
-                Claim::Duplicate(original) => Recorded::Duplicate {
+                }))),
+                Ok(Claim::Duplicate(original)) => Ok(Recorded::Duplicate {
                     original,
                     execution: Box::new(execution),
                     event: Box::new(event),
-                },
-            })
+                }),
+                Err(e) => {
+                    let name = &workflow.spec.name;
+                    tracing::error!(error = %e, workflow = %name, "cannot record event");
+                    Err(Refusal::StoreFailed)
+                }
+            }
         });
-        match task.await {
-            Ok(Ok(recorded)) => Ok(recorded),
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, workflow = %name, "cannot record event");
-                Err(Refusal::StoreFailed)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, workflow = %name, "recording the event failed");
-                Err(Refusal::StoreFailed)
-            }
-        }
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "recording an event failed");
+            Err(Refusal::StoreFailed)
+        })
     }
 
-    /// Whether execution `id` has ended without succeeding.
-    async fn failed(&self, id: Uuid) -> bool {
-        let record = self.store.get(id).await.ok().flatten();
-        record.is_some_and(|e| e.status.is_finished() && e.status != Status::Succeeded)
+    /// The execution holding an idempotency key, when it can be read.
+    async fn holder(&self, id: Uuid) -> Option<Execution> {
+        self.store.get(id).await.ok().flatten()
     }
+}
 
-    /// The answer to a delivery whose key is already held by `original`.
-    async fn duplicate(&self, workflow: &Workflow, original: Uuid) -> Result<Outcome, Refusal> {
-        let trigger = &workflow.spec.trigger;
-        if trigger.on_duplicate == OnDuplicate::Conflict {
-            return Err(Refusal::Duplicate(original));
-        }
-        let finished = match trigger.mode {
-            Mode::Async => None,
-            Mode::Sync => self
-                .store
-                .get(original)
-                .await
-                .ok()
-                .flatten()
-                .filter(|e| e.status.is_finished()),
-        };
-        Ok(Outcome::Replayed { original, finished })
+/// Whether an execution has ended without succeeding.
+fn ended_badly(execution: &Execution) -> bool {
+    execution.status.is_finished() && execution.status != Status::Succeeded
+}
+
+/// The answer to a delivery whose key is held by `original` (read as
+/// `holder`): a conflict, or the original answer again.
+fn duplicate(
+    workflow: &Workflow,
+    original: Uuid,
+    holder: Option<Execution>,
+) -> Result<Outcome, Refusal> {
+    let trigger = &workflow.spec.trigger;
+    if trigger.on_duplicate == OnDuplicate::Conflict {
+        return Err(Refusal::Duplicate(original));
     }
+    let finished = match trigger.mode {
+        Mode::Async => None,
+        Mode::Sync => holder.filter(|e| e.status.is_finished()),
+    };
+    Ok(Outcome::Replayed { original, finished })
 }
 
 /// Checks a delivery before anything is recorded: the payload is JSON when

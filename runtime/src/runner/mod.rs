@@ -192,26 +192,28 @@ impl Runner {
 
     async fn after_panic(&self, id: uuid::Uuid, body_bytes: u64) -> Option<Execution> {
         tracing::error!(%id, "running the execution panicked; it ends failed");
+        match self.store.get(id).await {
+            Ok(Some(mut execution)) => {
+                execution.status = Status::Failed;
+                execution.error = Some(
+                    "hookflow hit an internal error while running this execution (see the server's log); it was not retried".into(),
+                );
+                Some(self.finish(execution).await)
+            }
+            other => {
+                tracing::error!(%id, ?other, "cannot read the execution to fail it");
+                self.counters.failed.increment(1);
+                self.release(body_bytes);
+                None
+            }
+        }
+    }
+
+    /// Gives back an ended execution's place in the admission counts.
+    fn release(&self, body_bytes: u64) {
         self.unfinished.fetch_sub(1, Ordering::Relaxed);
         self.unfinished_bytes
             .fetch_sub(body_bytes, Ordering::Relaxed);
-        self.counters.failed.increment(1);
-        let mut execution = match self.store.get(id).await {
-            Ok(Some(e)) => e,
-            other => {
-                tracing::error!(%id, ?other, "cannot read the execution to fail it");
-                return None;
-            }
-        };
-        execution.status = Status::Failed;
-        execution.error = Some(
-            "hookflow hit an internal error while running this execution (see the server's log); it was not retried".into(),
-        );
-        execution.finished_at_ms = Some(now_ms());
-        if let Err(e) = self.store.put(&execution, None).await {
-            tracing::error!(%id, error = %e, "cannot record the failed execution");
-        }
-        Some(execution)
     }
 
     /// Resumes every execution that was accepted but not finished before the
@@ -264,7 +266,6 @@ impl Runner {
                 execution.request.clone(),
                 execution.content_type.clone(),
                 body,
-                execution.body_is_json,
             ));
             tracing::info!(%id, workflow = %execution.workflow, "resuming execution");
             drop(self.start(Job {
@@ -374,9 +375,7 @@ impl Runner {
     async fn finish(&self, mut execution: Execution) -> Execution {
         execution.finished_at_ms = Some(now_ms());
         self.counters.finished(execution.status).increment(1);
-        self.unfinished.fetch_sub(1, Ordering::Relaxed);
-        self.unfinished_bytes
-            .fetch_sub(execution.body_len, Ordering::Relaxed);
+        self.release(execution.body_len);
         if let Err(e) = self.store.put(&execution, None).await {
             tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
         }
@@ -537,13 +536,11 @@ mod tests {
         })
         .unwrap();
         let runner = Runner::new(engine, store.clone());
-        let event = Event::new(RequestMeta::default(), None, bytes::Bytes::new(), false);
+        let body = bytes::Bytes::from_static(br#"{"a":1}"#);
+        let event = Event::new(RequestMeta::default(), None, body.clone());
         let execution = Execution::queued("w", "webhook", &event, vec![]);
         let id = execution.id;
-        store
-            .put_new(&execution, bytes::Bytes::new(), None)
-            .await
-            .unwrap();
+        store.put_new(&execution, body, None).await.unwrap();
         // As `start` does.
         runner.unfinished.fetch_add(1, Ordering::Relaxed);
         runner.unfinished_bytes.fetch_add(7, Ordering::Relaxed);

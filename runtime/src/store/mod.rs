@@ -482,7 +482,7 @@ mod tests {
     use crate::execution::{Event, RequestMeta, Status};
 
     fn execution() -> Execution {
-        let event = Event::new(RequestMeta::default(), None, Bytes::new(), false);
+        let event = Event::new(RequestMeta::default(), None, Bytes::new());
         Execution::queued("w", "webhook", &event, vec![])
     }
 
