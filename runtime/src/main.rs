@@ -86,6 +86,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_resumes: args.max_resumes,
         retention: args.retention,
     };
+    #[cfg(unix)]
+    survive_file_size_limit();
     let server = Server::start(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -118,6 +120,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A write past the file-size limit (`ulimit -f`) kills a process by
+/// default (SIGXFSZ). With the signal handled, the write fails with EFBIG
+/// instead, which the store treats like a full disk: webhooks get 503 and
+/// the database is reopened once writes work again.
+#[cfg(unix)]
+fn survive_file_size_limit() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+        Ok(mut signals) => {
+            tokio::spawn(async move { while signals.recv().await.is_some() {} });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ"),
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -418,3 +418,128 @@ async fn waiting_work_is_bounded_by_bytes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Sets the largest file the server's process may write (its soft
+/// `RLIMIT_FSIZE`, what `ulimit -f` sets): past it a write fails with
+/// `EFBIG`, as it would on a full disk.
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: `limit` is a valid `rlimit`; the old value is not asked for.
+    let rc = unsafe {
+        libc::prlimit(
+            pid,
+            libc::RLIMIT_FSIZE,
+            &raw const limit,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+async fn ready(server: &Server) -> u16 {
+    let r = server
+        .client
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Finding 3 and the storage faults: once writes fail (the running
+/// server's file-size limit set below its database's size, so every commit
+/// fails as on a full disk), webhooks get `503` and `/readyz` says so while
+/// `/healthz` stays ok; an execution running then loses none of its
+/// results; once writes work again the same process reopens its store and
+/// accepts and finishes work, without a restart.
+#[tokio::test]
+async fn a_store_that_never_heals_reopens_once_writes_work() {
+    let work = Workdir::new();
+    let slow = crate::support::Manifest::new("slow", NONE)
+        .trigger("max_body", r#""2MiB""#)
+        .step("fail", r#"{ mode = "sleep", ms = 1500 }"#)
+        .to_string();
+    work.manifest("slow", &slow)
+        .manifest("quick", &one_step("quick", "sync", NONE, "echo", "{}"));
+    let server = work.start();
+    let before = server
+        .post_json("/hooks/quick", &serde_json::json!({"n": 0}))
+        .await;
+    assert_eq!(before.status(), 200);
+    let running = server
+        .post_json("/hooks/slow", &serde_json::json!({"n": 1}))
+        .await;
+    assert_eq!(running.status(), 202);
+    let running: serde_json::Value = running.json().await.unwrap();
+    let running = running["execution_id"].as_str().unwrap().to_string();
+
+    limit_file_size(server.pid(), Some(4096));
+    let body = format!("{{\"data\":\"{}\"}}", "x".repeat(1 << 20));
+    let refused = server
+        .post("/hooks/slow")
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(ready(&server).await, 503, "/readyz while writes fail");
+    let health = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200, "/healthz is liveness only");
+    let small = server
+        .post_json("/hooks/quick", &serde_json::json!({"n": 2}))
+        .await;
+    assert_eq!(
+        small.status(),
+        503,
+        "no event is acknowledged while writes fail"
+    );
+    // The running execution's step ends during the outage; its results
+    // wait for the store instead of being dropped.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ready(&server).await, 503, "still failing: not ready");
+
+    limit_file_size(server.pid(), None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready(&server).await != 200 {
+        assert!(Instant::now() < deadline, "the store never reopened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let finished = server
+        .wait_finished(&running, Duration::from_secs(20))
+        .await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["steps"][0]["status"], "succeeded", "{finished}");
+    let after = server
+        .post_json("/hooks/quick", &serde_json::json!({"n": 3}))
+        .await;
+    assert_eq!(after.status(), 200);
+    let big = server
+        .post("/hooks/slow")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 202);
+    let big: serde_json::Value = big.json().await.unwrap();
+    let big = server
+        .wait_finished(
+            big["execution_id"].as_str().unwrap(),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(big["status"], "succeeded", "{big}");
+    assert_eq!(states(&server, "quick").await, ["succeeded", "succeeded"]);
+    assert_eq!(states(&server, "slow").await.len(), 2);
+}

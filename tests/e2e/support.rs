@@ -151,6 +151,11 @@ impl Server {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Ends the server abruptly (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -12,5 +12,5 @@ pub use answer::answer;
 pub use credentials::{check_bearer, check_header, is_credential};
 pub use error::{Busy, HttpError};
 pub use request::{
-    IDEMPOTENCY_KEY, content_type, drain_small, header_text, read_body, request_meta,
+    IDEMPOTENCY_KEY, content_type, drain_refused, header_text, read_body, request_meta,
 };

@@ -47,10 +47,11 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, HttpError> {
     }
 }
 
-/// Reads and drops a body of at most [`DRAIN_MAX`] announced bytes, within
-/// a second, so the connection can carry the next request. Whether the
-/// connection is clean afterwards.
-pub async fn drain_small(body: Body) -> bool {
+/// Reads and drops a refused body: one of at most [`DRAIN_MAX`] announced
+/// bytes within a second, so the connection can carry the next request; a
+/// larger one in the background while the answer goes out ([`linger`]).
+/// Whether the connection is clean afterwards.
+pub async fn drain_refused(body: Body) -> bool {
     match body.size_hint().upper() {
         Some(0) => true,
         Some(n) if n <= DRAIN_MAX => tokio::time::timeout(
@@ -59,8 +60,36 @@ pub async fn drain_small(body: Body) -> bool {
         )
         .await
         .is_ok_and(|r| r.is_ok()),
-        _ => false,
+        _ => {
+            linger(body);
+            false
+        }
     }
+}
+
+/// A refused body too big to read before answering is read and dropped
+/// after the answer, up to this many bytes within [`LINGER_TIME`]: a sender
+/// still writing it then reads its answer instead of a connection reset
+/// (what servers call a lingering close). The answer says `Connection:
+/// close`, so the connection ends afterwards either way.
+const LINGER_MAX: usize = 8 * 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads and drops `body` in the background, within [`LINGER_MAX`] and
+/// [`LINGER_TIME`], while the answer is sent.
+/// Nothing is kept: each chunk is dropped as it arrives.
+fn linger(mut body: Body) {
+    tokio::spawn(async move {
+        let discard = async {
+            let mut read = 0;
+            while read < LINGER_MAX
+                && let Some(Ok(frame)) = body.frame().await
+            {
+                read += frame.data_ref().map_or(0, Bytes::len);
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+    });
 }
 
 /// The header a sender names its idempotency key in.

@@ -36,7 +36,7 @@ pub async fn hook(State(state): State<Arc<AppState>>, req: Request) -> Response 
             // so the connection can carry the next request; otherwise say
             // the connection closes, rather than let the client reuse it.
             if let Some(unread) = body
-                && !http::drain_small(unread).await
+                && !http::drain_refused(unread).await
             {
                 response
                     .headers_mut()

@@ -290,9 +290,7 @@ impl Runner {
         execution.status = Status::Failed;
         execution.error = Some(message);
         execution.finished_at_ms = Some(now_ms());
-        if let Err(e) = self.store.put(&execution, None).await {
-            tracing::error!(%id, error = %e, "cannot record the failed execution");
-        }
+        self.save(&execution).await;
     }
 
     /// Stops taking new work and waits up to `grace` for running executions.
@@ -375,10 +373,10 @@ impl Runner {
     async fn finish(&self, mut execution: Execution) -> Execution {
         execution.finished_at_ms = Some(now_ms());
         self.counters.finished(execution.status).increment(1);
+        // Committed before anyone hears of the end: a sync sender's answer
+        // and the admission counts follow the record.
+        self.save(&execution).await;
         self.release(execution.body_len);
-        if let Err(e) = self.store.put(&execution, None).await {
-            tracing::error!(id = %execution.id, error = %e, "cannot record finished execution");
-        }
         tracing::debug!(id = %execution.id, status = execution.status.as_str(), "execution finished");
         execution
     }
@@ -494,12 +492,22 @@ impl Runner {
         }
     }
 
+    /// Records `execution`, trying again while the store cannot write (a
+    /// full disk, a reopen): a step's result or an execution's end is
+    /// delayed by an outage, never dropped.
     async fn save(&self, execution: &Execution) {
-        if let Err(e) = self.store.put(execution, None).await {
-            tracing::error!(id = %execution.id, error = %e, "cannot record step result");
+        let (mut wait, most) = SAVE_RETRY;
+        while let Err(e) = self.store.put(execution, None).await {
+            tracing::warn!(id = %execution.id, error = %e, retry_in = ?wait, "cannot record the execution yet; trying again");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(most);
         }
     }
 }
+
+/// Waits between attempts to record an execution: from the first value,
+/// doubling up to the second.
+const SAVE_RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
 enum StepEnd {
     Next(Json),

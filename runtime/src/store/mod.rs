@@ -7,13 +7,20 @@
 //! its transaction is durable: callers answer 2xx after that, never before.
 //! Reads open their own read transaction on a blocking thread. redb types
 //! stay inside this module.
+//!
+//! After an I/O error (a full disk, EIO) redb refuses every later operation
+//! until the database is closed. The writer then closes it, answers writes
+//! with an error at once, and reopens the file with backoff (100 ms doubling
+//! to 5 s) until it opens and a small durable commit succeeds; `writable()`
+//! is false from the failed commit until then.
 
 mod retention;
 mod tables;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -21,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::execution::{Execution, Status};
-use tables::{BODIES, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, UNFINISHED};
+use tables::{BODIES, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, UNFINISHED};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -35,7 +42,18 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the database writer has stopped")]
     Closed,
+    #[error("the database is being reopened after an I/O error: {0}")]
+    Reopening(String),
 }
+
+/// The open database, `None` while the writer reopens it. Reads hold the
+/// read lock for their transaction; only the writer takes the write lock,
+/// to close and reopen.
+type Slot = Arc<RwLock<Option<Database>>>;
+
+/// How long the writer waits before each attempt to reopen the database:
+/// from the first value, doubling up to the second.
+const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
 /// Gauge: the database file's size in bytes, set when `/metrics` is read.
 pub const DATABASE_BYTES: &str = "hookflow_database_bytes";
@@ -124,8 +142,8 @@ enum Message {
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    path: Arc<std::path::PathBuf>,
+    db: Slot,
+    path: Arc<PathBuf>,
     writer: mpsc::Sender<Message>,
     /// Whether the last commit succeeded.
     writable: Arc<AtomicBool>,
@@ -162,14 +180,17 @@ impl Store {
         }
         txn.commit().map_err(|e| open_err(e.to_string()))?;
 
-        let db = Arc::new(db);
+        let db: Slot = Arc::new(RwLock::new(Some(db)));
         let (tx, rx) = mpsc::channel(4096);
-        let writer_db = db.clone();
         let writable = Arc::new(AtomicBool::new(true));
-        let writer_writable = writable.clone();
+        let writer = Writer {
+            db: db.clone(),
+            path: path.to_path_buf(),
+            writable: writable.clone(),
+        };
         std::thread::Builder::new()
             .name("hookflow-store".into())
-            .spawn(move || writer_loop(&writer_db, rx, &writer_writable))
+            .spawn(move || writer.run(rx))
             .map_err(|e| open_err(e.to_string()))?;
         Ok(Self {
             db,
@@ -329,9 +350,15 @@ impl Store {
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Read(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let db = db.read().unwrap_or_else(PoisonError::into_inner);
+            match db.as_ref() {
+                Some(db) => f(db),
+                None => Err(StoreError::Reopening("not open yet".into())),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Read(e.to_string()))?
     }
 }
 
@@ -343,54 +370,181 @@ fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-/// Takes every pending write into one transaction, commits it durably, then
-/// answers each writer. Ends when every `Store` handle is dropped.
-fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Message>, writable: &AtomicBool) {
-    let mut batch: Vec<Write> = Vec::new();
-    // A prune that arrived while a batch was being gathered: run after it.
-    let mut prune_next = None;
-    while let Some(first) = rx.blocking_recv() {
-        let first = match first {
-            Message::Write(w) => w,
-            Message::Prune(p) => {
-                retention::run(db, p);
+/// The writer thread: the only one that writes, and the one that closes and
+/// reopens the database after an I/O error.
+struct Writer {
+    db: Slot,
+    path: PathBuf,
+    writable: Arc<AtomicBool>,
+}
+
+/// A closed database waiting to be reopened.
+struct Broken {
+    reason: String,
+    wait: Duration,
+    next_attempt: Instant,
+}
+
+impl Writer {
+    /// Takes every pending write into one transaction, commits it durably,
+    /// then answers each writer. Ends when every `Store` handle is dropped.
+    fn run(self, mut rx: mpsc::Receiver<Message>) {
+        let mut batch: Vec<Write> = Vec::new();
+        // A prune that arrived while a batch was being gathered: run after it.
+        let mut prune_next = None;
+        let mut broken: Option<Broken> = None;
+        loop {
+            if let Some(b) = broken.as_mut() {
+                match self.heal(b, &mut rx) {
+                    Heal::Healed => broken = None,
+                    Heal::Waiting => {}
+                    Heal::Closed => return,
+                }
                 continue;
             }
-        };
-        let mut records = first.records.len();
-        batch.push(first);
-        while records < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Message::Write(w)) => {
-                    records += w.records.len();
-                    batch.push(w);
+            let Some(first) = rx.blocking_recv() else {
+                return;
+            };
+            let first = match first {
+                Message::Write(w) => w,
+                Message::Prune(p) => {
+                    self.with_db(|db| retention::run(db, p));
+                    continue;
                 }
-                Ok(Message::Prune(p)) => {
-                    prune_next = Some(p);
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        let committed = commit(db, &batch);
-        writable.store(committed.is_ok(), Ordering::Relaxed);
-        match committed {
-            Ok(claims) => {
-                for (w, claim) in batch.drain(..).zip(claims) {
-                    let _ = w.done.send(Ok(claim));
-                }
-            }
-            Err(e) => {
-                let e = e.to_string();
-                tracing::error!(error = %e, writes = batch.len(), "store commit failed");
-                for w in batch.drain(..) {
-                    let _ = w.done.send(Err(StoreError::Write(e.clone())));
+            };
+            let mut records = first.records.len();
+            batch.push(first);
+            while records < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Message::Write(w)) => {
+                        records += w.records.len();
+                        batch.push(w);
+                    }
+                    Ok(Message::Prune(p)) => {
+                        prune_next = Some(p);
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
+            let committed = self
+                .with_db(|db| commit(db, &batch))
+                .unwrap_or_else(|| Err(redb::Error::PreviousIo));
+            match committed {
+                Ok(claims) => {
+                    for (w, claim) in batch.drain(..).zip(claims) {
+                        let _ = w.done.send(Ok(claim));
+                    }
+                }
+                Err(e) => {
+                    let failed_io = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
+                    let e = e.to_string();
+                    tracing::error!(error = %e, writes = batch.len(), "store commit failed");
+                    for w in batch.drain(..) {
+                        let _ = w.done.send(Err(StoreError::Write(e.clone())));
+                    }
+                    if failed_io {
+                        broken = Some(self.close(e));
+                    }
+                }
+            }
+            if let Some(p) = prune_next.take() {
+                match &broken {
+                    Some(b) => refuse(Message::Prune(p), &b.reason),
+                    None => {
+                        self.with_db(|db| retention::run(db, p));
+                    }
+                }
+            }
         }
-        if let Some(p) = prune_next.take() {
-            retention::run(db, p);
+    }
+
+    /// Runs `f` on the open database; `None` when it is closed.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> T) -> Option<T> {
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        db.as_ref().map(f)
+    }
+
+    /// Closes the database after an I/O error: redb refuses every later
+    /// operation on it, and only a reopen clears that.
+    fn close(&self, reason: String) -> Broken {
+        self.writable.store(false, Ordering::Relaxed);
+        drop(
+            self.db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        tracing::warn!("store closed after an I/O error; reopening it with backoff");
+        Broken {
+            reason,
+            wait: REOPEN_BACKOFF.0,
+            next_attempt: Instant::now() + REOPEN_BACKOFF.0,
         }
+    }
+
+    /// While the database is closed: answers every message with an error at
+    /// once (a sender gets its 503 now, not after the disk is fixed) and
+    /// tries to reopen when the backoff is up.
+    fn heal(&self, broken: &mut Broken, rx: &mut mpsc::Receiver<Message>) -> Heal {
+        let now = Instant::now();
+        if now >= broken.next_attempt {
+            let reopened = Database::create(&self.path)
+                .map_err(redb::Error::from)
+                .and_then(|db| prove_writable(&db).map(|()| db));
+            match reopened {
+                Ok(db) => {
+                    *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
+                    self.writable.store(true, Ordering::Relaxed);
+                    tracing::info!("store reopened; taking writes again");
+                    return Heal::Healed;
+                }
+                Err(e) => {
+                    broken.reason = e.to_string();
+                    broken.wait = (broken.wait * 2).min(REOPEN_BACKOFF.1);
+                    broken.next_attempt = now + broken.wait;
+                    tracing::warn!(error = %e, retry_in = ?broken.wait, "store cannot be reopened yet");
+                }
+            }
+        }
+        match rx.try_recv() {
+            Ok(message) => refuse(message, &broken.reason),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let until = broken
+                    .next_attempt
+                    .saturating_duration_since(Instant::now());
+                std::thread::sleep(until.min(Duration::from_millis(20)));
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return Heal::Closed,
+        }
+        Heal::Waiting
+    }
+}
+
+/// A durable commit of one small record: whether the reopened file takes
+/// writes again, before any sender's event is trusted to it.
+fn prove_writable(db: &Database) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    txn.open_table(META)?
+        .insert("opened_ms", crate::execution::now_ms())?;
+    txn.commit()?;
+    Ok(())
+}
+
+enum Heal {
+    Healed,
+    Waiting,
+    Closed,
+}
+
+/// Answers a message with the store's outage.
+fn refuse(message: Message, reason: &str) {
+    let error = || StoreError::Reopening(reason.to_string());
+    match message {
+        Message::Write(w) => drop(w.done.send(Err(error()))),
+        Message::Prune(p) => drop(p.done.send(Err(error()))),
     }
 }
 
@@ -600,7 +754,7 @@ mod tests {
         let ids: Vec<Uuid> = listed.iter().map(|e| e.id).collect();
         assert_eq!(ids, [recent.id, stuck.id]);
         let index = {
-            let txn = store.db.begin_read().unwrap();
+            let txn = begin_read(&store);
             txn.open_table(BY_WORKFLOW).unwrap().len().unwrap()
         };
         assert_eq!(index, 2, "index entries of pruned executions remain");
@@ -608,9 +762,14 @@ mod tests {
         assert!(store.file_size() > 0);
     }
 
+    fn begin_read(store: &Store) -> redb::ReadTransaction {
+        let db = store.db.read().unwrap();
+        db.as_ref().unwrap().begin_read().unwrap()
+    }
+
     /// Entries in the key table and in the expiry index.
     fn held_keys(store: &Store) -> (u64, u64) {
-        let txn = store.db.begin_read().unwrap();
+        let txn = begin_read(store);
         let keys = txn.open_table(IDEMPOTENCY).unwrap().len().unwrap();
         let expiry = txn.open_table(IDEMPOTENCY_EXPIRY).unwrap().len().unwrap();
         (keys, expiry)

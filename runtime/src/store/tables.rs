@@ -17,3 +17,6 @@ pub const IDEMPOTENCY: TableDefinition<&str, (u128, u64)> = TableDefinition::new
 /// pruning.
 pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("idempotency_expiry");
+/// name -> value: facts about the database itself; `"opened_ms"` is
+/// rewritten by each reopen after an I/O error, to prove writes work.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
