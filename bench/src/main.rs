@@ -4,6 +4,7 @@
 //! `cargo run --release -p hookflow-bench` (add `-- --quick` for a short
 //! run). See BENCHMARKS.md for the scenarios and the latest figures.
 
+mod kill;
 mod load;
 mod micro;
 mod servers;
@@ -41,6 +42,20 @@ struct Args {
     /// first alternating, its rows marked `[compared]`.
     #[arg(long)]
     compare: Option<PathBuf>,
+    /// Run the kill test instead of the benchmarks: signed webhooks while
+    /// the server is killed (SIGKILL) and restarted, then a check that
+    /// nothing acknowledged was lost or run twice as an execution.
+    #[arg(long)]
+    kill: bool,
+    /// Kill test: webhooks to send, a tenth of them repeats.
+    #[arg(long, default_value_t = 10_000)]
+    webhooks: usize,
+    /// Kill test: how many times to kill the server.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// Kill test: the seed of its random choices (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 const MODES: [Connections; 5] = [
@@ -92,6 +107,22 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir_in(target_dir).context("work dir in the target directory")?;
 
     print_machine(&root, work.path(), profile)?;
+
+    if args.kill {
+        let seed = args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+        let size = kill::Size {
+            webhooks: args.webhooks.max(10),
+            kills: args.kills,
+            seed,
+        };
+        kill::run(&bins, &root, work.path(), size).await?;
+        println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
 
     if args.only.as_deref() != Some("micro") {
         http(&args, &bins, &root, work.path(), run_for).await?;

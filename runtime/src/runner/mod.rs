@@ -422,6 +422,9 @@ impl Runner {
                 attempt: number,
                 idempotency_key: format!("{}:{}", execution.id, spec.id),
             };
+            // What a crash test counts to find steps that ran twice; also
+            // an operator's trace (`HOOKFLOW_LOG=hookflow::steps=debug`).
+            tracing::debug!(target: "hookflow::steps", execution = %execution.id, step = %spec.id, attempt = number, "step starting");
             let run = self.engine.run(plugin, call, limits).await;
             let StepRun {
                 result,
