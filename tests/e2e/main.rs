@@ -7,6 +7,7 @@ mod cli;
 mod executions;
 mod failures;
 mod faults;
+mod hostile;
 mod idempotency;
 mod ingress;
 mod input;

@@ -12,7 +12,14 @@
 //! - `"big-error"`: a permanent error of `config.bytes` bytes;
 //! - `"big-response"`: succeeds with an HTTP response of `config.bytes`
 //!   bytes of body and `config.headers` headers, status `config.status`
-//!   (default 200).
+//!   (default 200);
+//! - `"recurse"`: recurses without bound, until the stack runs out;
+//! - `"big-output"`: succeeds with an output of `config.bytes` bytes (a JSON
+//!   string);
+//! - `"log-lines"`: calls the `log` import `config.lines` times, then
+//!   succeeds;
+//! - `"read-file"`: reads `config.path` and succeeds with its length, which
+//!   it cannot, having no filesystem.
 //!
 //! With `config.until_attempt = N` the step succeeds from attempt N on, which
 //! shows retries at work.
@@ -31,7 +38,7 @@ impl Guest for Fail {
             name: "fail".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description:
-                "Fails as configured: error, retryable, trap, loop, alloc, flood or sleep.".into(),
+                "Fails as configured: error, retryable, trap, loop, alloc, flood, sleep, recurse, and others.".into(),
             config_schema: None,
         }
     }
@@ -105,11 +112,47 @@ impl Guest for Fail {
                     }),
                 })
             }
+            "recurse" => Ok(ok(recurse(0).to_string())),
+            "big-output" => {
+                let n = bytes(&config);
+                let mut text = String::with_capacity(n + 2);
+                text.push('"');
+                text.extend(std::iter::repeat_n('o', n));
+                text.push('"');
+                Ok(ok(text))
+            }
+            "log-lines" => {
+                let lines = config.get("lines").and_then(Value::as_u64).unwrap_or(1000);
+                for i in 0..lines {
+                    hookflow::plugin::log::log(
+                        hookflow::plugin::log::Level::Info,
+                        &format!("line {i}"),
+                    );
+                }
+                Ok(ok(input.previous))
+            }
+            "read-file" => {
+                let path = config
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("/etc/passwd");
+                std::fs::read(path)
+                    .map(|b| ok(b.len().to_string()))
+                    .map_err(|e| StepError::Permanent(format!("fail: cannot read {path}: {e}")))
+            }
             other => Err(StepError::Permanent(format!(
                 "fail: unknown mode `{other}`"
             ))),
         }
     }
+}
+
+/// Calls itself until the stack runs out; the frame is kept alive by the
+/// addition after the call.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(depth + 1) + frame[15]
 }
 
 fn bytes(config: &Value) -> usize {

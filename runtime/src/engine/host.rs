@@ -164,14 +164,39 @@ impl tokio::io::AsyncWrite for CapturePipe {
 
 /// Memory and table limits for one instance. Exceeding them traps (rather
 /// than `memory.grow` quietly returning -1) and is remembered, so the step's
-/// error can say which limit it hit.
+/// error can say which limit it hit. The memory cap is for all of the
+/// instance's linear memories together: a component with several memories
+/// does not get the cap several times.
 pub struct Limiter {
     pub memory_cap: usize,
+    /// Bytes of every linear memory of the instance, together.
+    pub memory_total: usize,
     pub peak_memory: usize,
     pub memory_exceeded: bool,
+    /// The growth last allowed, given back if the allocation then fails.
+    pending_growth: usize,
+}
+
+impl Limiter {
+    pub fn new(memory_cap: usize) -> Self {
+        Self {
+            memory_cap,
+            memory_total: 0,
+            peak_memory: 0,
+            memory_exceeded: false,
+            pending_growth: 0,
+        }
+    }
 }
 
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Linear memories, tables and core instances one step instance may have.
+/// Ordinary components have one memory and a few tables and instances;
+/// more than this is refused when the plugin loads.
+pub const MAX_MEMORIES: usize = 4;
+pub const MAX_TABLES: usize = 8;
+pub const MAX_CORE_INSTANCES: usize = 32;
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
@@ -180,15 +205,24 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_cap {
+        let growth = desired.saturating_sub(current);
+        let total = self.memory_total.saturating_add(growth);
+        if total > self.memory_cap {
             self.memory_exceeded = true;
             wasmtime::bail!(
-                "memory limit exceeded: the step asked for {desired} bytes, the limit is {}",
+                "memory limit exceeded: the step asked for {total} bytes in all, the limit is {}",
                 self.memory_cap
             );
         }
-        self.peak_memory = self.peak_memory.max(desired).max(current);
+        self.memory_total = total;
+        self.pending_growth = growth;
+        self.peak_memory = self.peak_memory.max(total);
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.memory_total -= std::mem::take(&mut self.pending_growth);
+        Ok(())
     }
 
     fn table_growing(
@@ -201,6 +235,18 @@ impl ResourceLimiter for Limiter {
             wasmtime::bail!("table limit exceeded: {desired} elements asked for");
         }
         Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 

@@ -178,6 +178,12 @@ impl Engine {
             .total_memories(policy.max_instances * 2)
             .total_tables(policy.max_instances * 8)
             .total_stacks(policy.max_instances)
+            // Per component, so one plugin cannot take many slots (and
+            // the memory cap many times): the same counts the store's
+            // limiter allows.
+            .max_memories_per_component(host::MAX_MEMORIES as u32)
+            .max_tables_per_component(host::MAX_TABLES as u32)
+            .max_core_instances_per_component(host::MAX_CORE_INSTANCES as u32)
             .max_memory_size(policy.max_memory)
             // Reset a slot by zeroing what a call dirtied (found through
             // PAGEMAP_SCAN where the kernel has it) and keep it resident:
@@ -242,7 +248,8 @@ impl Engine {
         let digest = hex::encode(Sha256::digest(&wasm));
         let engine = self.clone();
         let component = tokio::task::spawn_blocking(move || {
-            Component::new(&engine.wasmtime, &wasm).map_err(|e| EngineError::Compile(e.to_string()))
+            Component::new(&engine.wasmtime, &wasm)
+                .map_err(|e| EngineError::Compile(format!("{e:#}")))
         })
         .await
         .map_err(|e| EngineError::Compile(e.to_string()))??;
@@ -265,12 +272,21 @@ impl Engine {
             let step = pre.instantiate_async(&mut store).await?;
             step.call_describe(&mut store).await
         };
-        let info = tokio::time::timeout(limits.timeout + HOST_GRACE, describe)
-            .await
-            .map_err(|_| {
-                EngineError::Describe(format!("it did not answer within {:?}", limits.timeout))
-            })?
-            .map_err(|e| EngineError::Describe(format!("{e:#}")))?;
+        let late =
+            || EngineError::Describe(format!("it did not answer within {:?}", limits.timeout));
+        let info = match tokio::time::timeout(limits.timeout + HOST_GRACE, describe).await {
+            Err(_) => return Err(late()),
+            Ok(Ok(info)) => info,
+            // Named by the limit it hit, not by the trap's backtrace.
+            Ok(Err(_)) if store.data().timed_out => return Err(late()),
+            Ok(Err(_)) if store.data().limiter.memory_exceeded => {
+                return Err(EngineError::Describe(format!(
+                    "it went past the memory limit of {} bytes",
+                    limits.memory
+                )));
+            }
+            Ok(Err(e)) => return Err(EngineError::Describe(one_line(&e))),
+        };
         Ok(Plugin {
             pre,
             digest,
@@ -292,11 +308,7 @@ impl Engine {
         let host = Host {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
-            limiter: Limiter {
-                memory_cap: limits.memory,
-                peak_memory: 0,
-                memory_exceeded: false,
-            },
+            limiter: Limiter::new(limits.memory),
             logs: Logs::new(self.policy.log_cap),
             deadline: Instant::now()
                 .checked_add(limits.timeout)
@@ -462,6 +474,15 @@ fn drain_pipe(logs: &mut Logs, stream: &str, pipe: &CapturePipe) -> Option<Strin
         }
     }
     lines.last().map(|l| l.to_string())
+}
+
+/// A guest error in one line: the trap, or the innermost cause (a limit
+/// the instance broke), without the wasm backtrace.
+fn one_line(err: &wasmtime::Error) -> String {
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => format!("it trapped: {trap}"),
+        None => err.root_cause().to_string(),
+    }
 }
 
 fn trap_message(err: &wasmtime::Error, stderr_tail: Option<String>) -> String {
