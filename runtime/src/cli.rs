@@ -15,7 +15,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the workflows in a directory.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Build every plugin crate the manifests in DIR name as `source`.
     Build {
         /// The workflow directory.
@@ -65,6 +65,13 @@ pub struct ServeArgs {
     /// `1GiB`): waiting work is bounded by memory, not only by count.
     #[arg(long, env = "HOOKFLOW_MAX_QUEUED_BYTES", default_value = "1GiB", value_parser = crate::config::parse_size)]
     pub max_queued_bytes: u64,
+    /// Bytes of request bodies being received at once across the server
+    /// (each workflow also has `limits.max_receiving`); past it, 503.
+    #[arg(long, env = "HOOKFLOW_MAX_RECEIVING", default_value = "256MiB", value_parser = crate::config::parse_size)]
+    pub max_receiving: u64,
+    /// Connections open at once; past it, new ones wait to be accepted.
+    #[arg(long, env = "HOOKFLOW_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// Time a client has from connecting to the end of its request head.
     #[arg(long, env = "HOOKFLOW_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_timeout: std::time::Duration,

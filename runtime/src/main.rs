@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use hookflow::cli::{Cli, Command, ServeArgs};
 use hookflow::engine::{Engine, EnginePolicy};
-use hookflow::server::{Server, Settings, describe_routes};
+use hookflow::server::{ServeOptions, Server, Settings, describe_routes};
 
 // Many small, short-lived allocations on every request across threads:
 // mimalloc handles that pattern far better than the system allocator.
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Build { dir } => build(&dir),
             Command::Check { dir } => check(&dir).await,
         }
@@ -81,6 +81,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         max_queued_bytes: args.max_queued_bytes,
+        max_receiving: args.max_receiving,
         body_timeout: args.body_timeout,
         api_tokens: args.api_tokens,
         max_resumes: args.max_resumes,
@@ -115,8 +116,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .serve(
             listener,
             shutdown_signal(),
-            args.drain_timeout,
-            args.header_timeout,
+            ServeOptions {
+                drain: args.drain_timeout,
+                header_timeout: args.header_timeout,
+                max_connections: args.max_connections,
+            },
         )
         .await?;
     Ok(ExitCode::SUCCESS)

@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::cli::Token;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub max_queued: u64,
     /// The same, counted in bytes of event bodies.
     pub max_queued_bytes: u64,
+    /// Bytes of request bodies being received at once.
+    pub max_receiving: u64,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
     /// Bearer tokens for `POST /api/v1/run` (the admin token works too).
@@ -133,6 +136,10 @@ impl Server {
             run_tokens,
             in_flight: tokio::sync::Semaphore::new(settings.max_in_flight),
             max_in_flight: settings.max_in_flight,
+            receiving: Arc::new(tokio::sync::Semaphore::new(
+                runner::kib(settings.max_receiving) as usize,
+            )),
+            max_receiving_kib: runner::kib(settings.max_receiving) as usize,
             draining: AtomicBool::new(false),
             body_timeout: settings.body_timeout,
             metrics,
@@ -158,24 +165,31 @@ impl Server {
     /// A connection must send its first byte and then its whole request
     /// head within `header_timeout`, so neither a silent client nor one
     /// trickling its headers holds a connection open (bodies have
-    /// `Settings::body_timeout`, enforced by ingress).
+    /// `Settings::body_timeout`, enforced by ingress). At most
+    /// `max_connections` are open at once; past that, new ones wait in
+    /// the listen backlog until one closes.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        drain: Duration,
-        header_timeout: Duration,
+        options: ServeOptions,
     ) -> Result<(), ServeError> {
+        let ServeOptions {
+            drain,
+            header_timeout,
+            max_connections,
+        } = options;
         let state = self.state.clone();
         let connections = Connections {
             router: router(self.state),
             graceful: GracefulShutdown::new(),
             header_timeout,
+            slots: Arc::new(Semaphore::new(max_connections.max(1))),
         };
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
-                accepted = listener.accept() => connections.serve(accepted).await,
+                (accepted, slot) = connections.next(&listener) => connections.serve(accepted, slot).await,
                 () = &mut shutdown => break,
             }
         }
@@ -184,7 +198,7 @@ impl Server {
         let mut check = tokio::time::interval(Duration::from_millis(20));
         loop {
             tokio::select! {
-                accepted = listener.accept() => connections.serve(accepted).await,
+                (accepted, slot) = connections.next(&listener) => connections.serve(accepted, slot).await,
                 _ = check.tick() => if state.idle() { break },
                 () = tokio::time::sleep_until(deadline) => break,
             }
@@ -205,15 +219,43 @@ impl Server {
     }
 }
 
+/// How `Server::serve` treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// On shutdown: time for requests in flight, then running executions.
+    pub drain: Duration,
+    /// Time from connecting to the end of a request head.
+    pub header_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+}
+
 /// Serves accepted connections, each in a task of its own.
 struct Connections {
     router: Router,
     graceful: GracefulShutdown,
     header_timeout: Duration,
+    /// One per open connection.
+    slots: Arc<Semaphore>,
 }
 
+type Accepted = std::io::Result<(tokio::net::TcpStream, SocketAddr)>;
+
 impl Connections {
-    async fn serve(&self, accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>) {
+    /// Waits for a free slot, then for a connection to take it. Cancel
+    /// safe: dropped while waiting, it takes nothing.
+    async fn next(&self, listener: &TcpListener) -> (Accepted, OwnedSemaphorePermit) {
+        // Invariant: the semaphore is never closed.
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
+        (listener.accept().await, slot)
+    }
+
+    async fn serve(&self, accepted: Accepted, slot: OwnedSemaphorePermit) {
         let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
@@ -232,6 +274,7 @@ impl Connections {
         let watcher = self.graceful.watcher();
         let header_timeout = self.header_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
             let mut first = [0u8; 1];
             match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => {}
@@ -341,6 +384,7 @@ mod tests {
             max_in_flight: 1,
             max_queued: 1,
             max_queued_bytes: 1,
+            max_receiving: 1,
             body_timeout: Duration::from_secs(1),
             api_tokens: vec!["api-s3cret".into()],
             max_resumes: 3,

@@ -3,16 +3,18 @@
 //! Built once when the server starts; nothing below the handlers imports
 //! it.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::config::Secret;
 use crate::http::Busy;
 use crate::intake::Intake;
-use crate::registry::LiveRegistry;
+use crate::registry::{LiveRegistry, Workflow};
+use crate::runner::kib;
 use crate::store::Store;
 
 pub struct AppState {
@@ -34,6 +36,17 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// `in_flight`'s size, to tell when no request is left in flight.
     pub max_in_flight: usize,
+    /// Room, in KiB, for request bodies being received across the server
+    /// (`--max-receiving`); each workflow has its own room as well.
+    pub receiving: Arc<Semaphore>,
+    /// `receiving`'s size, to tell when no body is being received.
+    pub max_receiving_kib: usize,
+}
+
+/// Room held while a body is received: given back when dropped.
+pub struct Receiving {
+    _workflow: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
 }
 
 impl AppState {
@@ -47,8 +60,41 @@ impl AppState {
         self.in_flight.try_acquire().map_err(|_| Busy::Full)
     }
 
-    /// Whether no request is in flight.
+    /// Whether shutdown has begun: new requests get 503.
+    pub fn check_draining(&self) -> Result<(), Busy> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err(Busy::Draining);
+        }
+        Ok(())
+    }
+
+    /// Room to receive a body of `bytes` for `workflow`, in its own room
+    /// (`limits.max_receiving`) and in the server's (`--max-receiving`),
+    /// or which is full. Never waits: a full room sheds the request, so
+    /// strangers trickling bodies to one workflow hold that workflow's
+    /// room and nothing else.
+    pub fn receive(&self, workflow: &Workflow, bytes: u64) -> Result<Receiving, Busy> {
+        let kib = kib(bytes).max(1);
+        let gate = self.intake.gate(workflow);
+        let workflow = gate
+            .receiving
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| Busy::Receiving)?;
+        let server = self
+            .receiving
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| Busy::ReceivingAll)?;
+        Ok(Receiving {
+            _workflow: workflow,
+            _server: server,
+        })
+    }
+
+    /// Whether no request is in flight and no body is being received.
     pub fn idle(&self) -> bool {
         self.in_flight.available_permits() == self.max_in_flight
+            && self.receiving.available_permits() == self.max_receiving_kib
     }
 }

@@ -543,3 +543,169 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
     assert_eq!(states(&server, "quick").await, ["succeeded", "succeeded"]);
     assert_eq!(states(&server, "slow").await.len(), 2);
 }
+
+/// Opens a connection to `addr` and sends a request head for `path`
+/// announcing `length` body bytes, then `sent` of them, and holds it.
+async fn trickle(addr: &str, path: &str, length: usize, sent: usize) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nx-hub-signature-256: sha256=00\r\ncontent-length: {length}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; sent]).await.unwrap();
+    s
+}
+
+/// The status line's code of whatever `stream` has been sent, if anything
+/// arrives within `within`.
+async fn answered(stream: &mut tokio::net::TcpStream, within: Duration) -> Option<u16> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(within, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n >= 12 => std::str::from_utf8(&buf[9..12]).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Finding 4: strangers trickling bodies to a signed workflow hold that
+/// workflow's receiving room (`limits.max_receiving`) and nothing else: past
+/// it they get `503` at once, and authenticated senders to other workflows,
+/// signed or not, are served, even with every place among the requests in
+/// flight that the strangers could have taken.
+#[tokio::test]
+async fn strangers_holding_every_slot_deny_only_their_own_workflow() {
+    use hmac::{Hmac, Mac};
+    let secret = "It's a Secret to Everybody";
+    let work = Workdir::new();
+    let signed = |path: &str| {
+        crate::support::Manifest::new(path, r#"{ kind = "github", secrets = ["file:gh"] }"#)
+            .trigger("mode", "\"sync\"")
+            .trigger("max_body", r#""1MiB""#)
+            .step("echo", "{}")
+            .section("[limits]\nmax_receiving = \"4MiB\"")
+            .to_string()
+    };
+    work.file("gh", secret)
+        .manifest("target", &signed("target"))
+        .manifest("other", &signed("other"))
+        .manifest(
+            "open",
+            &one_step(
+                "open",
+                "sync",
+                r#"{ kind = "bearer", secrets = ["file:gh"] }"#,
+                "echo",
+                "{}",
+            ),
+        );
+    let server = work.start_env(&[("HOOKFLOW_MAX_IN_FLIGHT", "4")]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+
+    // Twelve strangers announce 1 MiB each and trickle: four fit the
+    // target's 4 MiB of room and are held; the rest are refused at once.
+    let mut strangers = Vec::new();
+    for _ in 0..12 {
+        strangers.push(trickle(&addr, "/hooks/target", 1 << 20, 10).await);
+    }
+    let mut refused = 0;
+    let mut held = 0;
+    for s in &mut strangers {
+        match answered(s, Duration::from_millis(500)).await {
+            Some(503) => refused += 1,
+            None => held += 1,
+            Some(other) => panic!("a stranger got {other}"),
+        }
+    }
+    assert_eq!((held, refused), (4, 8));
+
+    // Others are served: a signed delivery to another workflow, and a
+    // bearer one, several at once (more than the four in-flight places
+    // the strangers would have held before).
+    let body = r#"{"n":1}"#;
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(m.finalize().into_bytes()));
+    let sends = (0..3).map(|_| {
+        server
+            .post("/hooks/other")
+            .header("x-hub-signature-256", &signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    });
+    for r in futures_util::future::join_all(sends).await {
+        assert_eq!(
+            r.unwrap().status(),
+            200,
+            "a signed sender to another workflow"
+        );
+    }
+    let r = server
+        .post("/hooks/open")
+        .bearer_auth(secret)
+        .json(&serde_json::json!({"n": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "a bearer sender to another workflow");
+    // The target itself is full until the strangers go (a limit of
+    // signatures: a stranger is known only once its body is read).
+    let r = server
+        .post("/hooks/target")
+        .header("x-hub-signature-256", &signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    drop(strangers);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = server
+            .post("/hooks/target")
+            .header("x-hub-signature-256", &signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the room never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Finding 4: connections are capped. Past `--max-connections`, a new
+/// connection waits unanswered until one closes, then is served.
+#[tokio::test]
+async fn strangers_holding_every_slot_are_capped_by_connections() {
+    let work = Workdir::new();
+    work.manifest("quick", &one_step("quick", "sync", NONE, "echo", "{}"));
+    let server = work.start_env(&[("HOOKFLOW_MAX_CONNECTIONS", "4")]);
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        holders.push(trickle(&addr, "/hooks/quick", 100, 1).await);
+    }
+    let mut waiting = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    {
+        use tokio::io::AsyncWriteExt;
+        let request = format!(
+            "POST /hooks/quick HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}"
+        );
+        waiting.write_all(request.as_bytes()).await.unwrap();
+    }
+    assert_eq!(
+        answered(&mut waiting, Duration::from_millis(500)).await,
+        None,
+        "served past the connection cap"
+    );
+    drop(holders.pop());
+    assert_eq!(
+        answered(&mut waiting, Duration::from_secs(10)).await,
+        Some(200)
+    );
+}

@@ -104,4 +104,5 @@ pub(super) struct RawLimits {
     pub rate: Option<Spanned<String>>,
     pub execution_timeout: Option<Spanned<String>>,
     pub memory: Option<Spanned<String>>,
+    pub max_receiving: Option<Spanned<String>>,
 }

@@ -76,6 +76,10 @@ pub struct WorkflowLimits {
     pub execution_timeout: Duration,
     /// Linear memory per step instance, in bytes.
     pub memory: u64,
+    /// Bytes of request bodies the workflow may be receiving at once, not
+    /// yet verified or recorded: strangers trickling bodies to it hold at
+    /// most this, and no other workflow's room.
+    pub max_receiving: u64,
 }
 
 /// A request rate: `count` per `per`.

@@ -20,6 +20,9 @@ use super::{Auth, raw::RawAuth};
 
 /// The largest body a trigger may accept.
 const MAX_BODY_CEILING: u64 = 100 << 20;
+/// `limits.max_receiving` when the manifest does not say (or `max_body`,
+/// if larger).
+const DEFAULT_MAX_RECEIVING: u64 = 16 << 20;
 /// The largest memory a step may be granted.
 const MAX_STEP_MEMORY: u64 = 1 << 30;
 
@@ -56,7 +59,7 @@ impl Checker<'_> {
                 .map_or(trigger_span.clone(), Spanned::span),
         );
         let trigger = self.trigger(raw.trigger.into_inner(), trigger_span);
-        let limits = self.limits(raw.limits.unwrap_or_default());
+        let limits = self.limits(raw.limits.unwrap_or_default(), trigger.max_body);
         if raw.steps.is_empty() {
             self.problems.push(Diagnostic::file(
                 self.file,
@@ -315,7 +318,7 @@ impl Checker<'_> {
         })
     }
 
-    fn limits(&mut self, raw: RawLimits) -> WorkflowLimits {
+    fn limits(&mut self, raw: RawLimits, max_body: u64) -> WorkflowLimits {
         let concurrency = match raw.concurrency {
             Some(c) if *c.get_ref() == 0 => {
                 self.error(c.span(), "limits.concurrency must be at least 1");
@@ -350,11 +353,29 @@ impl Checker<'_> {
             },
             None => 64 << 20,
         };
+        let max_receiving = match raw.max_receiving {
+            Some(m) => match parse_size(m.get_ref()) {
+                Ok(n) if n < max_body => {
+                    self.error(
+                        m.span(),
+                        format!("limits.max_receiving must be at least max_body ({max_body} bytes), or no body could be received"),
+                    );
+                    n
+                }
+                Ok(n) => n,
+                Err(e) => {
+                    self.error(m.span(), e);
+                    0
+                }
+            },
+            None => DEFAULT_MAX_RECEIVING.max(max_body),
+        };
         WorkflowLimits {
             concurrency,
             rate,
             execution_timeout,
             memory,
+            max_receiving,
         }
     }
 

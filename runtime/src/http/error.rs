@@ -115,6 +115,10 @@ pub enum Busy {
     Draining,
     /// Every place is taken.
     Full,
+    /// The workflow is receiving its `limits.max_receiving` of bodies.
+    Receiving,
+    /// The server is receiving its `--max-receiving` of bodies.
+    ReceivingAll,
 }
 
 impl From<Busy> for HttpError {
@@ -123,6 +127,12 @@ impl From<Busy> for HttpError {
             Busy::Draining => HttpError::Draining,
             Busy::Full => HttpError::Unavailable(
                 "the server is at its limit of requests in flight; try again".into(),
+            ),
+            Busy::Receiving => HttpError::Unavailable(
+                "this workflow is receiving its limit of request bodies at once; try again".into(),
+            ),
+            Busy::ReceivingAll => HttpError::Unavailable(
+                "the server is receiving its limit of request bodies at once; try again".into(),
             ),
         }
     }

@@ -12,7 +12,7 @@ mod signature;
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, HttpBody as _};
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -52,7 +52,7 @@ async fn handle(
     parts: &Parts,
     body: &mut Option<Body>,
 ) -> Result<Response, HttpError> {
-    let _in_flight = state.admit_request()?;
+    state.check_draining()?;
     let path = parts.uri.path().strip_prefix("/hooks/").unwrap_or_default();
     let registry = state.registry.load();
     let found = match path.strip_prefix("t/") {
@@ -92,6 +92,17 @@ async fn handle(
 
     let request = http::request_meta(&trigger.auth, parts);
     let content_type = http::content_type(&parts.headers);
+    // Room for the body in this workflow's and the server's receiving
+    // room: the announced length, or `max_body` when none is announced. A
+    // sender not yet verified holds this and nothing else (no place among
+    // the requests in flight), so strangers cannot crowd out other
+    // workflows.
+    let announced = body
+        .as_ref()
+        .and_then(|b| b.size_hint().upper())
+        .unwrap_or(trigger.max_body)
+        .min(trigger.max_body);
+    let receiving = state.receive(&workflow, announced)?;
     // From here on the body is read, whatever happens.
     let unread = body.take().unwrap_or_default();
     let body = http::read_body(unread, trigger.max_body, state.body_timeout).await?;
@@ -100,6 +111,10 @@ async fn handle(
         auth::check_signed(&trigger.auth, &parts.headers, &body)?;
         state.intake.admit(&workflow)?;
     }
+    drop(receiving);
+    // Received and, for signed kinds, verified: now a place among the
+    // requests in flight.
+    let _in_flight = state.admit_request()?;
     let event = Event::new(request, content_type, body);
     let delivery = Delivery {
         unparsed_json: event.is_json,

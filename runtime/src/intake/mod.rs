@@ -138,6 +138,11 @@ impl Intake {
         }
     }
 
+    /// The runtime limits of `workflow` (rate, running and receiving room).
+    pub fn gate(&self, workflow: &Workflow) -> Arc<crate::runner::Gate> {
+        self.runner.gate(workflow)
+    }
+
     /// After the sender is authenticated: is the workflow enabled, within
     /// its rate, and is there room for another execution?
     pub fn admit(&self, workflow: &Workflow) -> Result<(), Refusal> {

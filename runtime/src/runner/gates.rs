@@ -25,10 +25,13 @@ pub struct Gate {
     /// new gate.
     concurrency_limit: usize,
     rate_limit: Option<Rate>,
+    receiving_limit: u64,
     /// `limits.rate`, if any.
     pub rate: Option<RateLimiter>,
     /// `limits.concurrency` places for running executions.
     pub running: Arc<Semaphore>,
+    /// `limits.max_receiving`, in KiB: room for bodies being received.
+    pub receiving: Arc<Semaphore>,
 }
 
 impl Gate {
@@ -39,12 +42,22 @@ impl Gate {
             rate_limit: limits.rate,
             rate: limits.rate.and_then(rate_limiter),
             running: Arc::new(Semaphore::new(limits.concurrency)),
+            receiving_limit: limits.max_receiving,
+            receiving: Arc::new(Semaphore::new(kib(limits.max_receiving) as usize)),
         }
     }
 
     fn fits(&self, spec: &WorkflowSpec) -> bool {
-        self.concurrency_limit == spec.limits.concurrency && self.rate_limit == spec.limits.rate
+        self.concurrency_limit == spec.limits.concurrency
+            && self.rate_limit == spec.limits.rate
+            && self.receiving_limit == spec.limits.max_receiving
     }
+}
+
+/// Bytes in whole KiB, rounded up: the unit of receiving room (a
+/// semaphore's permits are counted in `u32`).
+pub fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
 }
 
 fn rate_limiter(rate: Rate) -> Option<RateLimiter> {

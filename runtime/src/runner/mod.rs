@@ -30,7 +30,7 @@ use crate::execution::{
 };
 use crate::registry::{Registry, Workflow};
 use crate::store::Store;
-pub use gates::{Gate, Gates, RateLimiter};
+pub use gates::{Gate, Gates, RateLimiter, kib};
 
 /// Counter: executions handed to the runner (accepted, or resumed at
 /// start).
