@@ -69,6 +69,9 @@ pub struct ServeArgs {
     /// (each workflow also has `limits.max_receiving`); past it, 503.
     #[arg(long, env = "HOOKFLOW_MAX_RECEIVING", default_value = "256MiB", value_parser = crate::config::parse_size)]
     pub max_receiving: u64,
+    /// Page cache of the database file.
+    #[arg(long, env = "HOOKFLOW_DB_CACHE", default_value = "64MiB", value_parser = crate::config::parse_size)]
+    pub db_cache: u64,
     /// Connections open at once; past it, new ones wait to be accepted.
     #[arg(long, env = "HOOKFLOW_MAX_CONNECTIONS", default_value_t = 4096)]
     pub max_connections: usize,

@@ -76,6 +76,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = Settings {
         dir: args.dir,
         db: args.db,
+        db_cache: usize::try_from(args.db_cache).unwrap_or(usize::MAX),
         admin_token: args.admin_token,
         engine: EnginePolicy::default(),
         max_in_flight: args.max_in_flight,

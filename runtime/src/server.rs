@@ -38,6 +38,8 @@ use crate::{api, ingress};
 pub struct Settings {
     pub dir: PathBuf,
     pub db: PathBuf,
+    /// Page cache of the database, in bytes.
+    pub db_cache: usize,
     pub admin_token: Option<Token>,
     pub engine: EnginePolicy,
     /// Webhook requests handled at once; more get 503.
@@ -97,7 +99,7 @@ impl Server {
     /// unfinished executions.
     pub async fn start(settings: &Settings) -> Result<Self, ServeError> {
         let metrics = metrics_handle();
-        let store = Store::open(&settings.db)?;
+        let store = Store::open_with_cache(&settings.db, settings.db_cache)?;
         let engine = Engine::new(settings.engine.clone())?;
         let (registry, problems) = registry::load(&settings.dir, &engine).await;
         for p in &problems {
@@ -379,6 +381,7 @@ mod tests {
         let settings = Settings {
             dir: "w".into(),
             db: "d".into(),
+            db_cache: 1,
             admin_token: Some("admin-s3cret".into()),
             engine: EnginePolicy::default(),
             max_in_flight: 1,

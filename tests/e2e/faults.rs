@@ -709,3 +709,92 @@ async fn strangers_holding_every_slot_are_capped_by_connections() {
         Some(200)
     );
 }
+
+/// Resident memory of process `pid` in bytes (`VmRSS`).
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap()
+}
+
+/// Finding 5: executions waiting for a running place keep their bodies in
+/// the store, not in memory. 250 accepted 1 MiB events wait behind a slow
+/// step (`concurrency = 1`); the server's resident memory grows by no more
+/// than the database's page cache (`--db-cache`, 64 MiB by default) and a
+/// margin of 64 MiB, not by their bodies (it grew by about 3.5 MB per
+/// waiting execution before), and each reads its body back when it runs.
+/// After a restart, resuming them does not load their bodies either.
+#[tokio::test]
+async fn waiting_work_held_in_memory_stays_in_the_store() {
+    let work = Workdir::new();
+    let slow = crate::support::Manifest::new("slow", NONE)
+        .trigger("max_body", r#""2MiB""#)
+        .step("fail", r#"{ mode = "sleep", ms = 5000 }"#)
+        .step("echo", "{}")
+        .section("[limits]\nconcurrency = 1")
+        .to_string();
+    work.manifest("slow", &slow);
+    let server = work.start();
+    let body = |i: usize| format!("{{\"i\":{i},\"data\":\"{}\"}}", "x".repeat(1 << 20));
+    let send = |i: usize| {
+        server
+            .post("/hooks/slow")
+            .header("content-type", "application/json")
+            .body(body(i))
+            .send()
+    };
+    // Warm up allocator and engine with the first, running one.
+    assert_eq!(send(0).await.unwrap().status(), 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = resident_bytes(server.pid());
+    let waiting = 250;
+    for i in 1..=waiting {
+        assert_eq!(send(i).await.unwrap().status(), 202);
+    }
+    let grown = resident_bytes(server.pid()).saturating_sub(before);
+    eprintln!(
+        "{waiting} waiting 1 MiB events: resident memory grew by {} MiB",
+        grown >> 20
+    );
+    assert!(
+        grown < (64 + 64) << 20,
+        "{waiting} waiting 1 MiB events grew resident memory by {grown} bytes"
+    );
+
+    // After a restart, they resume without their bodies loaded at once;
+    // the first ones run, each with its own body.
+    server.kill();
+    let server = work.start();
+    let resumed = resident_bytes(server.pid());
+    eprintln!("after resuming {waiting}: resident {} MiB", resumed >> 20);
+    assert!(
+        resumed < before + ((64 + 64) << 20),
+        "resuming {waiting} executions took resident memory to {resumed} bytes"
+    );
+    let (_, page) = server
+        .api("/api/v1/executions?workflow=slow&status=succeeded")
+        .await;
+    assert!(page["executions"].as_array().unwrap().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let (_, page) = server
+            .api("/api/v1/executions?workflow=slow&status=succeeded&limit=1")
+            .await;
+        if let Some(e) = page["executions"].as_array().unwrap().first() {
+            break e["id"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "nothing resumed finished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, record) = server.api(&format!("/api/v1/executions/{done}")).await;
+    let output = &record["output"];
+    assert_eq!(
+        output["data"].as_str().unwrap().len(),
+        1 << 20,
+        "its own body"
+    );
+}

@@ -252,7 +252,7 @@ impl Intake {
                 Ok(Claim::New) => Ok(Recorded::Started(runner.start(Job {
                     workflow,
                     execution,
-                    event: Arc::new(event),
+                    event: Some(Arc::new(event)),
                 }))),
                 Ok(Claim::Duplicate(original)) => Ok(Recorded::Duplicate {
                     original,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Retries;
@@ -56,7 +56,9 @@ pub fn describe_metrics() {
 pub struct Job {
     pub workflow: Arc<Workflow>,
     pub execution: Execution,
-    pub event: Arc<Event>,
+    /// The event, when it is at hand (a new delivery); `None` reads it
+    /// from the store when the execution gets a running place (a resume).
+    pub event: Option<Arc<Event>>,
 }
 
 #[derive(Clone)]
@@ -229,10 +231,12 @@ impl Runner {
         };
         let mut resumed = 0;
         for id in ids {
-            let (execution, body) = match (self.store.get(id).await, self.store.body(id).await) {
-                (Ok(Some(e)), Ok(Some(b))) => (e, b),
-                (e, b) => {
-                    tracing::error!(%id, ?e, body = ?b.map(|b| b.map(|b| b.len())), "unfinished execution cannot be read");
+            // The body is read when the execution gets a running place,
+            // not here: resuming many never holds their bodies at once.
+            let execution = match self.store.get(id).await {
+                Ok(Some(e)) => e,
+                other => {
+                    tracing::error!(%id, ?other, "unfinished execution cannot be read");
                     continue;
                 }
             };
@@ -262,16 +266,11 @@ impl Runner {
             if !same_steps {
                 execution.steps = step_records(workflow);
             }
-            let event = Arc::new(Event::new(
-                execution.request.clone(),
-                execution.content_type.clone(),
-                body,
-            ));
             tracing::info!(%id, workflow = %execution.workflow, "resuming execution");
             drop(self.start(Job {
                 workflow: workflow.clone(),
                 execution,
-                event,
+                event: None,
             }));
             resumed += 1;
         }
@@ -307,8 +306,14 @@ impl Runner {
             event,
         } = job;
         let gate = self.gate(&workflow);
-        // Invariant: a gate's semaphore is never closed.
-        let _running = gate.running.acquire().await;
+        let (_running, event) = match self.place(&gate, &execution, event).await {
+            Ok(placed) => placed,
+            Err(message) => {
+                execution.status = Status::Failed;
+                execution.error = Some(message);
+                return self.finish(execution).await;
+            }
+        };
         execution.status = Status::Running;
         execution.started_at_ms.get_or_insert_with(now_ms);
         // Durations are capped at load; `checked_add` keeps a bad one from
@@ -368,6 +373,51 @@ impl Runner {
         // A workflow has at least one step, so `previous` is a step's output.
         execution.output = Some(previous.unwrap_or_else(null));
         self.finish(execution).await
+    }
+
+    /// A running place among the workflow's `concurrency`, and the event.
+    /// When a place is free at once the event stays as it came; otherwise
+    /// the execution waits without it (its body is in the store, so
+    /// waiting work costs no memory for bodies) and reads it back once a
+    /// place is free. `Err` when the body is gone from the store.
+    async fn place(
+        &self,
+        gate: &Gate,
+        execution: &Execution,
+        event: Option<Arc<Event>>,
+    ) -> Result<(OwnedSemaphorePermit, Arc<Event>), String> {
+        if let Some(event) = &event
+            && let Ok(place) = gate.running.clone().try_acquire_owned()
+        {
+            return Ok((place, event.clone()));
+        }
+        drop(event);
+        let place = gate
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("a gate's semaphore is never closed");
+        let (mut wait, most) = SAVE_RETRY;
+        let body = loop {
+            match self.store.body(execution.id).await {
+                Ok(Some(body)) => break body,
+                Ok(None) => {
+                    return Err("the event's body is missing from the store; it cannot run".into());
+                }
+                Err(e) => {
+                    tracing::warn!(id = %execution.id, error = %e, retry_in = ?wait, "cannot read the event's body yet; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(most);
+                }
+            }
+        };
+        let event = Event::new(
+            execution.request.clone(),
+            execution.content_type.clone(),
+            body,
+        );
+        Ok((place, Arc::new(event)))
     }
 
     async fn finish(&self, mut execution: Execution) -> Execution {

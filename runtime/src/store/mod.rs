@@ -58,6 +58,18 @@ const REOPEN_BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Durati
 /// Gauge: the database file's size in bytes, set when `/metrics` is read.
 pub const DATABASE_BYTES: &str = "hookflow_database_bytes";
 
+/// Page cache of the database, unless told otherwise: redb's own default
+/// (1 GiB) would let resident memory climb that far with bodies that are
+/// written once and read once.
+pub const DEFAULT_CACHE: usize = 64 << 20;
+
+/// Opens (or creates) the database file with `cache_bytes` of page cache.
+fn create(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseError> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
+}
+
 /// Records the writer takes into one transaction, at most (a single larger
 /// batch still commits whole).
 const MAX_BATCH: usize = 512;
@@ -160,13 +172,19 @@ pub struct ListFilter {
 }
 
 impl Store {
-    /// Opens (or creates) the database and starts its writer thread.
+    /// Opens (or creates) the database with [`DEFAULT_CACHE`] bytes of page
+    /// cache and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(path, DEFAULT_CACHE)
+    }
+
+    /// The same, with `cache_bytes` of page cache.
+    pub fn open_with_cache(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         let open_err = |reason: String| StoreError::Open {
             path: path.display().to_string(),
             reason,
         };
-        let db = Database::create(path).map_err(|e| open_err(e.to_string()))?;
+        let db = create(path, cache_bytes).map_err(|e| open_err(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
         {
             txn.open_table(EXECUTIONS)
@@ -186,6 +204,7 @@ impl Store {
         let writer = Writer {
             db: db.clone(),
             path: path.to_path_buf(),
+            cache_bytes,
             writable: writable.clone(),
         };
         std::thread::Builder::new()
@@ -375,6 +394,7 @@ fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
 struct Writer {
     db: Slot,
     path: PathBuf,
+    cache_bytes: usize,
     writable: Arc<AtomicBool>,
 }
 
@@ -489,7 +509,7 @@ impl Writer {
     fn heal(&self, broken: &mut Broken, rx: &mut mpsc::Receiver<Message>) -> Heal {
         let now = Instant::now();
         if now >= broken.next_attempt {
-            let reopened = Database::create(&self.path)
+            let reopened = create(&self.path, self.cache_bytes)
                 .map_err(redb::Error::from)
                 .and_then(|db| prove_writable(&db).map(|()| db));
             match reopened {
