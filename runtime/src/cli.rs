@@ -20,6 +20,10 @@ pub enum Command {
     Build {
         /// The workflow directory.
         dir: PathBuf,
+        /// A directory outside DIR whose crates may be built as sources
+        /// (building runs a crate's build script); repeatable.
+        #[arg(long = "source-root")]
+        source_roots: Vec<PathBuf>,
     },
     /// Load and validate everything in DIR without serving; exit 1 on any
     /// problem.
@@ -55,6 +59,10 @@ pub struct ServeArgs {
     /// Build plugin sources first (as `hookflow build DIR`).
     #[arg(long)]
     pub build: bool,
+    /// With `--build`: a directory outside DIR whose crates may be built
+    /// as sources; repeatable.
+    #[arg(long = "source-root")]
+    pub source_roots: Vec<PathBuf>,
     /// Webhook requests handled at once; more are shed with 503.
     #[arg(long, env = "HOOKFLOW_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,

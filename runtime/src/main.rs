@@ -32,7 +32,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
-            Command::Build { dir } => build(&dir),
+            Command::Build { dir, source_roots } => build(&dir, &source_roots),
             Command::Check { dir } => check(&dir).await,
         }
     });
@@ -45,8 +45,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn build(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    hookflow::plugin_build::build_dir(dir, &mut std::io::stdout())?;
+fn build(dir: &std::path::Path, source_roots: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
+    hookflow::plugin_build::build_dir(dir, source_roots, &mut std::io::stdout())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,9 +67,9 @@ async fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.build {
-        let dir = args.dir.clone();
+        let (dir, roots) = (args.dir.clone(), args.source_roots.clone());
         tokio::task::spawn_blocking(move || {
-            hookflow::plugin_build::build_dir(&dir, &mut std::io::stderr())
+            hookflow::plugin_build::build_dir(&dir, &roots, &mut std::io::stderr())
         })
         .await??;
     }

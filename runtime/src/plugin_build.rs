@@ -2,7 +2,10 @@
 //! DIR name as `source`, into the `.wasm` file the step loads.
 //!
 //! Uses the machine's cargo and rustup; adds the `wasm32-wasip2` target when
-//! it is missing. Each output is written to a temporary file and renamed
+//! it is missing. Building a crate runs its build script, so a source must
+//! resolve inside DIR or inside a directory the operator names with
+//! `--source-root`: a manifest dropped into the watched directory cannot
+//! make hookflow run code from anywhere else. Each output is written to a temporary file and renamed
 //! into place, so no reader ever sees half a plugin.
 
 use std::io::Write;
@@ -29,9 +32,14 @@ pub enum BuildError {
     Write { path: String, reason: String },
 }
 
-/// Builds every plugin source named in `dir`; returns the files written.
-pub fn build_dir(dir: &Path, progress: &mut impl Write) -> Result<Vec<PathBuf>, BuildError> {
-    let targets = build_targets(dir).map_err(BuildError::Manifests)?;
+/// Builds every plugin source named in `dir`, each of which must resolve
+/// inside `dir` or one of `source_roots`; returns the files written.
+pub fn build_dir(
+    dir: &Path,
+    source_roots: &[PathBuf],
+    progress: &mut impl Write,
+) -> Result<Vec<PathBuf>, BuildError> {
+    let targets = build_targets(dir, source_roots).map_err(BuildError::Manifests)?;
     if targets.is_empty() {
         let _ = writeln!(progress, "no plugin sources named in {}", dir.display());
         return Ok(Vec::new());
@@ -92,7 +100,10 @@ pub struct BuildTarget {
 
 /// Every `source` named by the manifests in `dir`, once each. Reads only the
 /// `[[steps]]` of each manifest, so it works before the plugins exist.
-pub fn build_targets(dir: &Path) -> Result<Vec<BuildTarget>, Vec<Diagnostic>> {
+pub fn build_targets(
+    dir: &Path,
+    source_roots: &[PathBuf],
+) -> Result<Vec<BuildTarget>, Vec<Diagnostic>> {
     #[derive(Deserialize)]
     struct Steps {
         #[serde(default)]
@@ -104,6 +115,11 @@ pub fn build_targets(dir: &Path) -> Result<Vec<BuildTarget>, Vec<Diagnostic>> {
         source: Option<Spanned<String>>,
     }
     let files = config::manifest_files(dir).map_err(|d| vec![d])?;
+    // Where sources may be: DIR and the named roots, as real paths.
+    let allowed: Vec<PathBuf> = std::iter::once(dir)
+        .chain(source_roots.iter().map(PathBuf::as_path))
+        .filter_map(|p| p.canonicalize().ok())
+        .collect();
     let mut targets: Vec<BuildTarget> = Vec::new();
     let mut problems = Vec::new();
     for file in files {
@@ -125,6 +141,22 @@ pub fn build_targets(dir: &Path) -> Result<Vec<BuildTarget>, Vec<Diagnostic>> {
         for step in steps {
             let Some(source) = step.source else { continue };
             let crate_dir = base.join(source.get_ref());
+            let inside = crate_dir
+                .canonicalize()
+                .is_ok_and(|real| allowed.iter().any(|root| real.starts_with(root)));
+            if !inside {
+                problems.push(Diagnostic::at(
+                    &file,
+                    &text,
+                    source.span(),
+                    format!(
+                        "source `{}` is not a crate inside {} (building a crate runs its build script): move it in, or name its directory with --source-root",
+                        source.get_ref(),
+                        dir.display()
+                    ),
+                ));
+                continue;
+            }
             let output = match (&step.plugin, config::plugin_for_source(&crate_dir)) {
                 (Some(p), _) => base.join(p),
                 (None, Ok(p)) => base.join(p),

@@ -148,3 +148,52 @@ fn a_component_asking_for_sockets_is_refused_at_load() {
         "{stdout}"
     );
 }
+
+/// Finding 9 of the fault issue: a `source` outside the watched directory
+/// is not built (building runs the crate's build script), absolute or
+/// `../`, unless the operator names its directory with `--source-root`.
+#[test]
+fn the_watched_directory_is_an_input_sources_outside_are_not_built() {
+    let outside = tempfile::tempdir().unwrap();
+    let marker = outside.path().join("build-script-ran");
+    let evil = outside.path().join("evil");
+    std::fs::create_dir_all(evil.join("src")).unwrap();
+    std::fs::write(
+        evil.join("Cargo.toml"),
+        "[package]\nname = \"evil\"\nversion = \"0.1.0\"\nedition = \"2021\"\n[lib]\ncrate-type = [\"cdylib\"]\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(evil.join("src/lib.rs"), "").unwrap();
+    std::fs::write(
+        evil.join("build.rs"),
+        format!(
+            "fn main() {{ std::fs::write({:?}, \"ran\").unwrap(); }}\n",
+            marker
+        ),
+    )
+    .unwrap();
+    let work = Workdir::new();
+    let manifest = |source: &str| {
+        format!(
+            "[trigger]\npath = \"x\"\nauth = {{ kind = \"none\" }}\n\n[[steps]]\nsource = {source:?}\n"
+        )
+    };
+    work.manifest("absolute", &manifest(&evil.display().to_string()));
+    let up = std::iter::repeat_n("..", work.dir().components().count())
+        .collect::<Vec<_>>()
+        .join("/");
+    work.manifest("relative", &manifest(&format!("{up}{}", evil.display())));
+    let out = hookflow().arg("build").arg(work.dir()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for name in ["absolute", "relative"] {
+        let expected = format!("{name}.toml:6:");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&expected))
+            .unwrap_or_else(|| panic!("no problem for {name}:\n{stderr}"));
+        assert!(line.contains("is not a crate inside"), "{line}");
+        assert!(line.contains("--source-root"), "{line}");
+    }
+    assert!(!marker.exists(), "the outside crate's build script ran");
+}
