@@ -300,7 +300,7 @@ async fn the_disk_does_not_fill_executions_past_the_retention_go() {
 /// epoch interruption cannot reach) is refused at load after a timeout,
 /// instead of hanging `check` and `serve`.
 #[test]
-fn a_plugin_that_never_describes_itself_is_refused_at_load() {
+fn one_plugin_draining_the_pool_never_describing_itself_is_refused_at_load() {
     let work = Workdir::new();
     work.manifest("stall", &one_step("stall", "async", NONE, "stall", "{}"))
         .manifest("fine", &one_step("fine", "async", NONE, "echo", "{}"));
@@ -463,7 +463,12 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
         .trigger("max_body", r#""2MiB""#)
         .step("fail", r#"{ mode = "sleep", ms = 1500 }"#)
         .to_string();
+    let slow_sync = crate::support::Manifest::new("slow-sync", NONE)
+        .trigger("mode", "\"sync\"")
+        .step("fail", r#"{ mode = "sleep", ms = 1500 }"#)
+        .to_string();
     work.manifest("slow", &slow)
+        .manifest("slow-sync", &slow_sync)
         .manifest("quick", &one_step("quick", "sync", NONE, "echo", "{}"));
     let server = work.start();
     let before = server
@@ -476,6 +481,15 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
     assert_eq!(running.status(), 202);
     let running: serde_json::Value = running.json().await.unwrap();
     let running = running["execution_id"].as_str().unwrap().to_string();
+    // A sync sender waiting when the disk fails: answered only once its
+    // final record is committed, after the outage.
+    let waiting = tokio::spawn(
+        server
+            .post("/hooks/slow-sync")
+            .json(&serde_json::json!({"n": 9}))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     limit_file_size(server.pid(), Some(4096));
     let body = format!("{{\"data\":\"{}\"}}", "x".repeat(1 << 20));
@@ -508,6 +522,10 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
     // wait for the store instead of being dropped.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(ready(&server).await, 503, "still failing: not ready");
+    assert!(
+        !waiting.is_finished(),
+        "a sync sender was answered during the outage"
+    );
 
     limit_file_size(server.pid(), None);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -520,6 +538,15 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
         .await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
     assert_eq!(finished["steps"][0]["status"], "succeeded", "{finished}");
+    let answer = waiting.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    let id = answer["execution_id"].as_str().unwrap();
+    let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+    assert_eq!(
+        record["status"], "succeeded",
+        "answered 200 before the record: {record}"
+    );
     let after = server
         .post_json("/hooks/quick", &serde_json::json!({"n": 3}))
         .await;

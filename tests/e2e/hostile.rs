@@ -138,7 +138,7 @@ fn check(work: &Workdir) -> (Option<i32>, String) {
 /// serves its other workflows. A hand-written well-behaved component of
 /// the same shape loads and runs, so the refusals are the hostility's.
 #[tokio::test]
-async fn hostile_components_are_refused_at_load() {
+async fn one_plugin_draining_the_pool_hostile_components_are_refused_at_load() {
     let work = Workdir::new();
     // Twelve core instances, each of a module with one `field`.
     let instances = |field: &str| {
