@@ -440,16 +440,6 @@ fn limit_file_size(pid: u32, bytes: Option<u64>) {
     assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
 }
 
-async fn ready(server: &Server) -> u16 {
-    let r = server
-        .client
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap();
-    r.status().as_u16()
-}
-
 /// Finding 3 and the storage faults: once writes fail (the running
 /// server's file-size limit set below its database's size, so every commit
 /// fails as on a full disk), webhooks get `503` and `/readyz` says so while
@@ -502,14 +492,16 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
         .unwrap();
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
-    assert_eq!(ready(&server).await, 503, "/readyz while writes fail");
-    let health = server
-        .client
-        .get(server.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200, "/healthz is liveness only");
+    assert_eq!(
+        server.status_of("/readyz").await,
+        503,
+        "/readyz while writes fail"
+    );
+    assert_eq!(
+        server.status_of("/healthz").await,
+        200,
+        "/healthz is liveness only"
+    );
     let small = server
         .post_json("/hooks/quick", &serde_json::json!({"n": 2}))
         .await;
@@ -521,7 +513,11 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
     // The running execution's step ends during the outage; its results
     // wait for the store instead of being dropped.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(ready(&server).await, 503, "still failing: not ready");
+    assert_eq!(
+        server.status_of("/readyz").await,
+        503,
+        "still failing: not ready"
+    );
     assert!(
         !waiting.is_finished(),
         "a sync sender was answered during the outage"
@@ -529,7 +525,7 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
 
     limit_file_size(server.pid(), None);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while ready(&server).await != 200 {
+    while server.status_of("/readyz").await != 200 {
         assert!(Instant::now() < deadline, "the store never reopened");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -737,17 +733,6 @@ async fn strangers_holding_every_slot_are_capped_by_connections() {
     );
 }
 
-/// Resident memory of process `pid` in bytes (`VmRSS`).
-fn resident_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .unwrap()
-}
-
 /// Finding 5: executions waiting for a running place keep their bodies in
 /// the store, not in memory. 250 accepted 1 MiB events wait behind a slow
 /// step (`concurrency = 1`); the server's resident memory grows by no more
@@ -777,12 +762,12 @@ async fn waiting_work_held_in_memory_stays_in_the_store() {
     // Warm up allocator and engine with the first, running one.
     assert_eq!(send(0).await.unwrap().status(), 202);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = resident_bytes(server.pid());
+    let before = server.resident().0;
     let waiting = 250;
     for i in 1..=waiting {
         assert_eq!(send(i).await.unwrap().status(), 202);
     }
-    let grown = resident_bytes(server.pid()).saturating_sub(before);
+    let grown = server.resident().0.saturating_sub(before);
     eprintln!(
         "{waiting} waiting 1 MiB events: resident memory grew by {} MiB",
         grown >> 20
@@ -796,7 +781,7 @@ async fn waiting_work_held_in_memory_stays_in_the_store() {
     // the first ones run, each with its own body.
     server.kill();
     let server = work.start();
-    let resumed = resident_bytes(server.pid());
+    let resumed = server.resident().0;
     eprintln!("after resuming {waiting}: resident {} MiB", resumed >> 20);
     assert!(
         resumed < before + ((64 + 64) << 20),

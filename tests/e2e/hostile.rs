@@ -248,19 +248,6 @@ async fn one_plugin_draining_the_pool_hostile_components_are_refused_at_load() {
     }
 }
 
-/// Resident memory of process `pid`: now, and its peak (`VmHWM`), in bytes.
-fn resident(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-    };
-    (kib("VmRSS:") * 1024, kib("VmHWM:") * 1024)
-}
-
 /// A hostile step, and what its execution must end as.
 struct Case {
     name: &'static str,
@@ -413,7 +400,7 @@ async fn hostile_steps_fail_alone_within_their_limits() {
         .post_json("/hooks/quick", &json!({"warm": true}))
         .await;
     assert_eq!(r.status(), 200);
-    let (at_start, _) = resident(server.pid());
+    let (at_start, _) = server.resident();
 
     let mut ids = Vec::new();
     for c in &cases {
@@ -468,7 +455,7 @@ async fn hostile_steps_fail_alone_within_their_limits() {
         .sum();
     assert!(kept <= 64 * 1024, "{kept} bytes of logs kept");
 
-    let (_, peak) = resident(server.pid());
+    let (_, peak) = server.resident();
     let limits: u64 = cases.iter().map(|c| c.memory_mib << 20).sum();
     let margin = 256 << 20;
     eprintln!(

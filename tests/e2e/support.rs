@@ -156,6 +156,27 @@ impl Server {
         self.child.id()
     }
 
+    /// `GET path` without a token; the status.
+    pub async fn status_of(&self, path: &str) -> u16 {
+        let r = self.client.get(self.url(path)).send().await;
+        r.expect("request").status().as_u16()
+    }
+
+    /// The server's resident memory now and at its peak (`VmRSS`,
+    /// `VmHWM`), in bytes.
+    pub fn resident(&self) -> (u64, u64) {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        };
+        (kib("VmRSS:") * 1024, kib("VmHWM:") * 1024)
+    }
+
     /// Ends the server abruptly (SIGKILL), as a crash would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
