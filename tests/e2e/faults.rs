@@ -60,14 +60,15 @@ async fn orphaned_executions_run_after_the_sender_hangs_up() {
             .iter()
             .filter(|s| *s == "queued" || *s == "running")
             .count();
-        if open == 0 {
-            assert!(!states.is_empty(), "no sender's event was recorded");
+        // Recording may still be under way when the senders are done:
+        // wait until something is recorded and nothing is open.
+        if open == 0 && !states.is_empty() {
             assert!(states.iter().all(|s| s == "succeeded"), "{states:?}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{open} of {} recorded executions never finished",
+            "{open} of {} recorded executions never finished (none recorded: the senders all hung up before their events were read)",
             states.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
