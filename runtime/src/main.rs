@@ -20,6 +20,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr is a file on a full
+        // disk) is dropped. Reporting it would use `eprintln!`, which
+        // panics when stderr fails, taking down whatever thread logged:
+        // the store's writer, or a request's handler.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -461,7 +461,11 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
     work.manifest("slow", &slow)
         .manifest("slow-sync", &slow_sync)
         .manifest("quick", &one_step("quick", "sync", NONE, "echo", "{}"));
-    let server = work.start();
+    // The log is a file on the same failing disk, already past the limit:
+    // a log line that cannot be written must not stop anything.
+    let log = work.dir().join("server.log");
+    std::fs::write(&log, vec![b'.'; 8192]).unwrap();
+    let server = work.start_logging_to(&log);
     let before = server
         .post_json("/hooks/quick", &serde_json::json!({"n": 0}))
         .await;
@@ -480,7 +484,19 @@ async fn a_store_that_never_heals_reopens_once_writes_work() {
             .json(&serde_json::json!({"n": 9}))
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Only once it is recorded does the disk fail.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = server.api("/api/v1/executions?workflow=slow-sync").await;
+        if page["executions"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sync event was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     limit_file_size(server.pid(), Some(4096));
     let body = format!("{{\"data\":\"{}\"}}", "x".repeat(1 << 20));
@@ -780,6 +796,18 @@ async fn waiting_work_held_in_memory_stays_in_the_store() {
 
     // After a restart, they resume without their bodies loaded at once;
     // the first ones run, each with its own body.
+    let succeeded = |page: &serde_json::Value| -> Vec<String> {
+        page["executions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, page) = server
+        .api("/api/v1/executions?workflow=slow&status=succeeded")
+        .await;
+    let finished_before = succeeded(&page);
     server.kill();
     let server = work.start();
     let resumed = server.resident().0;
@@ -788,22 +816,26 @@ async fn waiting_work_held_in_memory_stays_in_the_store() {
         resumed < before + ((64 + 64) << 20),
         "resuming {waiting} executions took resident memory to {resumed} bytes"
     );
-    let (_, page) = server
-        .api("/api/v1/executions?workflow=slow&status=succeeded")
-        .await;
-    assert!(page["executions"].as_array().unwrap().is_empty());
     let deadline = Instant::now() + Duration::from_secs(30);
     let done = loop {
         let (_, page) = server
-            .api("/api/v1/executions?workflow=slow&status=succeeded&limit=1")
+            .api("/api/v1/executions?workflow=slow&status=succeeded&limit=5")
             .await;
-        if let Some(e) = page["executions"].as_array().unwrap().first() {
-            break e["id"].as_str().unwrap().to_string();
+        let resumed = succeeded(&page)
+            .into_iter()
+            .find(|id| !finished_before.contains(id));
+        if let Some(id) = resumed {
+            break id;
         }
         assert!(Instant::now() < deadline, "nothing resumed finished");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let (_, record) = server.api(&format!("/api/v1/executions/{done}")).await;
+    assert!(
+        record["resumes"].as_u64() >= Some(1),
+        "{}",
+        record["resumes"]
+    );
     let output = &record["output"];
     assert_eq!(
         output["data"].as_str().unwrap().len(),

@@ -75,6 +75,16 @@ impl Workdir {
     pub fn start_env(&self, env: &[(&str, &str)]) -> Server {
         Server::start_with(&self.dir(), &self.db(), env)
     }
+
+    /// Starts the server with its log (stderr) appended to `log`, a file.
+    pub fn start_logging_to(&self, log: &Path) -> Server {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("the log file opens");
+        Server::spawn(&self.dir(), &self.db(), &[], Some(file))
+    }
 }
 
 pub struct Server {
@@ -92,7 +102,14 @@ pub fn hookflow() -> Command {
 
 impl Server {
     pub fn start_with(dir: &Path, db: &Path, env: &[(&str, &str)]) -> Self {
+        Self::spawn(dir, db, env, None)
+    }
+
+    fn spawn(dir: &Path, db: &Path, env: &[(&str, &str)], log: Option<std::fs::File>) -> Self {
         let mut cmd = hookflow();
+        if let Some(log) = log {
+            cmd.stderr(log);
+        }
         cmd.envs(env.iter().copied())
             .arg("serve")
             .arg("--dir")
