@@ -102,7 +102,7 @@ fn human(n: usize) -> String {
     }
 }
 
-fn record(body_len: usize) -> (Execution, Bytes) {
+pub(crate) fn record(body_len: usize) -> (Execution, Bytes) {
     let event = event(body_len);
     let step = StepRecord {
         id: "echo".into(),

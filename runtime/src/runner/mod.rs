@@ -222,29 +222,29 @@ impl Runner {
     /// last stop. Returns how many were resumed. An execution whose
     /// workflow is not loaded stays queued, untouched, for a later start.
     pub async fn resume_unfinished(&self, registry: &Registry, max_resumes: u32) -> usize {
-        let ids = match self.store.unfinished().await {
-            Ok(ids) => ids,
+        // One read of every unfinished record, no bodies: each body is
+        // read when its execution gets a running place.
+        let records = match self.store.unfinished_records().await {
+            Ok(records) => records,
             Err(e) => {
                 tracing::error!(error = %e, "cannot list unfinished executions");
                 return 0;
             }
         };
-        let mut resumed = 0;
-        for id in ids {
-            // The body is read when the execution gets a running place,
-            // not here: resuming many never holds their bodies at once.
-            let execution = match self.store.get(id).await {
-                Ok(Some(e)) => e,
-                other => {
-                    tracing::error!(%id, ?other, "unfinished execution cannot be read");
+        let mut resuming = Vec::new();
+        for record in records {
+            let mut execution = match record {
+                Ok(e) => e,
+                Err((id, e)) => {
+                    tracing::error!(%id, error = %e, "unfinished execution cannot be read");
                     continue;
                 }
             };
+            let id = execution.id;
             let Some(workflow) = registry.get(&execution.workflow) else {
                 tracing::warn!(%id, workflow = %execution.workflow, "workflow not loaded; execution stays queued");
                 continue;
             };
-            let mut execution = execution;
             if execution.resumes >= max_resumes {
                 // Resumed that often and never finished: it may be what
                 // stops the server. It ends here rather than crash-loop.
@@ -253,10 +253,6 @@ impl Runner {
             }
             // Counted before it runs, so a crash during the run counts.
             execution.resumes += 1;
-            if let Err(e) = self.store.put(&execution, None).await {
-                tracing::error!(%id, error = %e, "cannot record the resume; not resumed");
-                continue;
-            }
             let same_steps = execution.steps.len() == workflow.spec.steps.len()
                 && execution
                     .steps
@@ -266,13 +262,32 @@ impl Runner {
             if !same_steps {
                 execution.steps = step_records(workflow);
             }
-            tracing::info!(%id, workflow = %execution.workflow, "resuming execution");
-            drop(self.start(Job {
-                workflow: workflow.clone(),
-                execution,
-                event: None,
-            }));
-            resumed += 1;
+            resuming.push((workflow.clone(), execution));
+        }
+        // The resume counts commit in batches, not one transaction each.
+        let mut resumed = 0;
+        let mut resuming = resuming.into_iter();
+        loop {
+            let chunk: Vec<_> = resuming.by_ref().take(RESUME_BATCH).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            if let Err(e) = self.store.put_many(chunk.iter().map(|(_, e)| e)).await {
+                tracing::error!(error = %e, executions = chunk.len(), "cannot record the resumes; not resumed");
+                continue;
+            }
+            for (workflow, execution) in chunk {
+                tracing::debug!(id = %execution.id, workflow = %execution.workflow, "resuming execution");
+                drop(self.start(Job {
+                    workflow,
+                    execution,
+                    event: None,
+                }));
+                resumed += 1;
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(executions = resumed, "resumed unfinished executions");
         }
         resumed
     }
@@ -557,6 +572,9 @@ impl Runner {
         }
     }
 }
+
+/// Resumed executions whose counts commit in one transaction.
+const RESUME_BATCH: usize = 1000;
 
 /// Waits between attempts to record an execution: from the first value,
 /// doubling up to the second.

@@ -28,7 +28,10 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::execution::{Execution, Status};
-use tables::{BODIES, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, UNFINISHED};
+use tables::{
+    BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META,
+    STATUS_INDEX_BUILT, UNFINISHED, status_code,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -80,6 +83,7 @@ struct Encoded {
     id: u128,
     workflow: String,
     finished: bool,
+    status: u8,
     json: Vec<u8>,
     body: Option<Bytes>,
 }
@@ -90,6 +94,7 @@ impl Encoded {
             id: execution.id.as_u128(),
             workflow: execution.workflow.clone(),
             finished: execution.status.is_finished(),
+            status: status_code(execution.status),
             // Invariant: an `Execution` holds only strings, numbers and JSON
             // values, which always serialise.
             json: serde_json::to_vec(execution).unwrap_or_default(),
@@ -196,6 +201,7 @@ impl Store {
             txn.open_table(UNFINISHED)
                 .map_err(|e| open_err(e.to_string()))?;
         }
+        build_status_index(&txn).map_err(|e| open_err(e.to_string()))?;
         txn.commit().map_err(|e| open_err(e.to_string()))?;
 
         let db: Slot = Arc::new(RwLock::new(Some(db)));
@@ -334,6 +340,31 @@ impl Store {
                         break;
                     }
                 }
+            } else if let Some(status) = filter.status.filter(|s| s.is_finished()) {
+                // Finished ones by their status index.
+                let index = txn.open_table(BY_STATUS).map_err(read_err)?;
+                let code = status_code(status);
+                let range = index.range((code, 0)..(code, before)).map_err(read_err)?;
+                for entry in range.rev() {
+                    let id = entry.map_err(read_err)?.0.value().1;
+                    if let Some(v) = executions.get(id).map_err(read_err)?
+                        && keep(decode(v.value())?)
+                    {
+                        break;
+                    }
+                }
+            } else if filter.status.is_some() {
+                // Queued or running: among the unfinished, a set bounded by
+                // admission (`--max-queued`).
+                let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
+                for entry in unfinished.range(..before).map_err(read_err)?.rev() {
+                    let id = entry.map_err(read_err)?.0.value();
+                    if let Some(v) = executions.get(id).map_err(read_err)?
+                        && keep(decode(v.value())?)
+                    {
+                        break;
+                    }
+                }
             } else {
                 for entry in executions.range(..before).map_err(read_err)?.rev() {
                     let (_, v) = entry.map_err(read_err)?;
@@ -361,6 +392,45 @@ impl Store {
             Ok(ids)
         })
         .await
+    }
+
+    /// Every execution that was accepted and never finished, oldest first,
+    /// read in one transaction (their bodies are not read). A record that
+    /// does not decode comes back as its id and the error.
+    pub async fn unfinished_records(
+        &self,
+    ) -> Result<Vec<Result<Execution, (Uuid, StoreError)>>, StoreError> {
+        self.read(|db| {
+            let txn = db.begin_read().map_err(read_err)?;
+            let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
+            let executions = txn.open_table(EXECUTIONS).map_err(read_err)?;
+            let mut out = Vec::new();
+            for entry in unfinished.iter().map_err(read_err)? {
+                let id = entry.map_err(read_err)?.0.value();
+                let record = match executions.get(id).map_err(read_err)? {
+                    Some(v) => decode(v.value()),
+                    None => Err(StoreError::Corrupt(
+                        "listed as unfinished, no record".into(),
+                    )),
+                };
+                out.push(record.map_err(|e| (Uuid::from_u128(id), e)));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Durably records many executions in one transaction (no bodies): a
+    /// restart's resume counts, say.
+    pub async fn put_many<'a>(
+        &self,
+        executions: impl IntoIterator<Item = &'a Execution>,
+    ) -> Result<(), StoreError> {
+        let records = executions
+            .into_iter()
+            .map(|e| Encoded::new(e, None))
+            .collect();
+        self.write(records, None).await.map(drop)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -409,6 +479,20 @@ impl Writer {
     /// Takes every pending write into one transaction, commits it durably,
     /// then answers each writer. Ends when every `Store` handle is dropped.
     fn run(self, mut rx: mpsc::Receiver<Message>) {
+        // Should the writer ever panic (a bug), the store says it cannot
+        // write rather than claim to be ready with nobody writing.
+        struct Unwritable<'a>(&'a AtomicBool);
+        impl Drop for Unwritable<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(false, Ordering::Relaxed);
+                    tracing::error!(
+                        "the store's writer stopped; the server cannot take events until it is restarted"
+                    );
+                }
+            }
+        }
+        let _unwritable = Unwritable(&self.writable);
         let mut batch: Vec<Write> = Vec::new();
         // A prune that arrived while a batch was being gathered: run after it.
         let mut prune_next = None;
@@ -541,6 +625,41 @@ impl Writer {
     }
 }
 
+/// Fills `BY_STATUS` from the records of a database written before the
+/// index existed, once: a scan of every execution, at open.
+fn build_status_index(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        status: Status,
+    }
+    let mut meta = txn.open_table(META)?;
+    if meta.get(STATUS_INDEX_BUILT)?.is_some() {
+        return Ok(());
+    }
+    let executions = txn.open_table(EXECUTIONS)?;
+    let mut index = txn.open_table(BY_STATUS)?;
+    let mut filled = 0u64;
+    for entry in executions.iter()? {
+        let (id, record) = entry?;
+        // A record that does not decode is left out of the index; `get`
+        // reports it when asked for.
+        if let Ok(head) = serde_json::from_slice::<Head>(record.value())
+            && head.status.is_finished()
+        {
+            index.insert((status_code(head.status), id.value()), ())?;
+            filled += 1;
+        }
+    }
+    if filled > 0 {
+        tracing::info!(
+            executions = filled,
+            "built the status index of an older database"
+        );
+    }
+    meta.insert(STATUS_INDEX_BUILT, crate::execution::now_ms())?;
+    Ok(())
+}
+
 /// A durable commit of one small record: whether the reopened file takes
 /// writes again, before any sender's event is trusted to it.
 fn prove_writable(db: &Database) -> Result<(), redb::Error> {
@@ -579,6 +698,7 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Claim>, redb::Error> {
         let mut bodies = txn.open_table(BODIES)?;
         let mut by_workflow = txn.open_table(BY_WORKFLOW)?;
         let mut unfinished = txn.open_table(UNFINISHED)?;
+        let mut by_status = txn.open_table(BY_STATUS)?;
         let mut keys = txn.open_table(IDEMPOTENCY)?;
         let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
         let now = crate::execution::now_ms();
@@ -615,6 +735,7 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Claim>, redb::Error> {
                 }
                 if r.finished {
                     unfinished.remove(id)?;
+                    by_status.insert((r.status, id), ())?;
                 } else {
                     unfinished.insert(id, ())?;
                 }
@@ -780,6 +901,84 @@ mod tests {
         assert_eq!(index, 2, "index entries of pruned executions remain");
         assert!(store.body(stuck.id).await.unwrap().is_some());
         assert!(store.file_size() > 0);
+    }
+
+    async fn listed(store: &Store, status: Status) -> Vec<Uuid> {
+        let filter = ListFilter {
+            status: Some(status),
+            limit: 10,
+            ..ListFilter::default()
+        };
+        store
+            .list(filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect()
+    }
+
+    /// Listing by status reads an index: finished ones from `BY_STATUS`,
+    /// open ones from the unfinished set; an execution moves between them
+    /// as it finishes and leaves the index when it is pruned.
+    #[tokio::test]
+    async fn every_list_filter_is_served_from_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let mut a = execution();
+        let mut b = execution();
+        store.put_new(&a, Bytes::new(), None).await.unwrap();
+        store.put_new(&b, Bytes::new(), None).await.unwrap();
+        assert_eq!(listed(&store, Status::Queued).await, [b.id, a.id]);
+        b.status = Status::Running;
+        store.put(&b, None).await.unwrap();
+        assert_eq!(listed(&store, Status::Queued).await, [a.id]);
+        assert_eq!(listed(&store, Status::Running).await, [b.id]);
+        a.status = Status::Failed;
+        b.status = Status::Succeeded;
+        store.put_many([&a, &b]).await.unwrap();
+        assert!(listed(&store, Status::Queued).await.is_empty());
+        assert!(listed(&store, Status::Running).await.is_empty());
+        assert_eq!(listed(&store, Status::Failed).await, [a.id]);
+        assert_eq!(listed(&store, Status::Succeeded).await, [b.id]);
+        assert!(listed(&store, Status::TimedOut).await.is_empty());
+        let index = || {
+            let txn = begin_read(&store);
+            txn.open_table(BY_STATUS).unwrap().len().unwrap()
+        };
+        assert_eq!(index(), 2);
+        assert_eq!(
+            store
+                .prune_before(crate::execution::now_ms() + 1000, 10)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(index(), 0, "pruned executions left index entries");
+    }
+
+    /// A database written before the status index had one gets it filled
+    /// when it is opened.
+    #[tokio::test]
+    async fn every_list_filter_is_served_from_an_index_older_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        let mut done = execution();
+        done.status = Status::TimedOut;
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(EXECUTIONS)
+                .unwrap()
+                .insert(
+                    done.id.as_u128(),
+                    serde_json::to_vec(&done).unwrap().as_slice(),
+                )
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(listed(&store, Status::TimedOut).await, [done.id]);
     }
 
     fn begin_read(store: &Store) -> redb::ReadTransaction {

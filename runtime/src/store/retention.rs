@@ -7,7 +7,8 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::tables::{BODIES, BY_WORKFLOW, EXECUTIONS, UNFINISHED};
+use super::tables::{BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, UNFINISHED, status_code};
+use crate::execution::Status;
 
 /// A request to the writer: delete up to `max` finished executions created
 /// before `before_ms`.
@@ -33,8 +34,9 @@ pub(super) fn run(db: &Database, prune: Prune) {
 
 fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::Error> {
     #[derive(Deserialize)]
-    struct Workflow {
+    struct Head {
         workflow: String,
+        status: Status,
     }
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
@@ -44,6 +46,7 @@ fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::
         let mut executions = txn.open_table(EXECUTIONS)?;
         let mut bodies = txn.open_table(BODIES)?;
         let mut by_workflow = txn.open_table(BY_WORKFLOW)?;
+        let mut by_status = txn.open_table(BY_STATUS)?;
         let unfinished = txn.open_table(UNFINISHED)?;
         let mut old = Vec::new();
         for entry in executions.range(..first_id_of(before_ms))? {
@@ -55,19 +58,18 @@ fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::
             // Invariant: records are written by this store as JSON with a
             // `workflow` field; one that does not decode is deleted all the
             // same, without its index entry.
-            let workflow = serde_json::from_slice::<Workflow>(record.value())
-                .ok()
-                .map(|w| w.workflow);
-            old.push((id, workflow));
+            let head = serde_json::from_slice::<Head>(record.value()).ok();
+            old.push((id, head));
             if old.len() >= max {
                 break;
             }
         }
-        for (id, workflow) in old {
+        for (id, head) in old {
             executions.remove(id)?;
             bodies.remove(id)?;
-            if let Some(workflow) = workflow {
+            if let Some(Head { workflow, status }) = head {
                 by_workflow.remove((workflow.as_str(), id))?;
+                by_status.remove((status_code(status), id))?;
             }
             deleted += 1;
         }

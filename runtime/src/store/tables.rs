@@ -9,6 +9,9 @@ pub const EXECUTIONS: TableDefinition<u128, &[u8]> = TableDefinition::new("execu
 pub const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
 /// (workflow, id) -> (): executions of one workflow, in id order.
 pub const BY_WORKFLOW: TableDefinition<(&str, u128), ()> = TableDefinition::new("by_workflow");
+/// (status code, id) -> (): finished executions by status, in id order
+/// (see [`status_code`]); open ones are in `UNFINISHED`.
+pub const BY_STATUS: TableDefinition<(u8, u128), ()> = TableDefinition::new("by_status");
 /// id -> (): executions accepted and not yet finished.
 pub const UNFINISHED: TableDefinition<u128, ()> = TableDefinition::new("unfinished");
 /// "{workflow}\0{key}" -> (execution id, expires at ms): idempotency keys.
@@ -20,3 +23,19 @@ pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
 /// name -> value: facts about the database itself; `"opened_ms"` is
 /// rewritten by each reopen after an I/O error, to prove writes work.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// A status as the key byte of `BY_STATUS`.
+pub fn status_code(status: crate::execution::Status) -> u8 {
+    use crate::execution::Status;
+    match status {
+        Status::Queued => 0,
+        Status::Running => 1,
+        Status::Succeeded => 2,
+        Status::Failed => 3,
+        Status::TimedOut => 4,
+    }
+}
+
+/// `META` key set once `BY_STATUS` holds every finished execution (a
+/// database written before the index is filled when it is opened).
+pub const STATUS_INDEX_BUILT: &str = "status_index_built";
