@@ -279,6 +279,18 @@ impl StepRecord {
     }
 }
 
+impl Execution {
+    /// The output of the last step that succeeded: what a succeeded
+    /// execution's `output` always is.
+    pub fn last_step_output(&self) -> Option<&Json> {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| s.status == StepStatus::Succeeded)
+            .and_then(StepRecord::output)
+    }
+}
+
 /// One event through one workflow.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Execution {

@@ -95,9 +95,7 @@ impl Encoded {
             workflow: execution.workflow.clone(),
             finished: execution.status.is_finished(),
             status: status_code(execution.status),
-            // Invariant: an `Execution` holds only strings, numbers and JSON
-            // values, which always serialise.
-            json: serde_json::to_vec(execution).unwrap_or_default(),
+            json: encode(execution),
             body,
         }
     }
@@ -455,8 +453,31 @@ fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
 }
 
+/// A record as stored. A succeeded execution's `output` is its last
+/// succeeded step's output, so it is not stored twice: [`decode`] puts it
+/// back.
+fn encode(execution: &Execution) -> Vec<u8> {
+    // Invariant: an `Execution` holds only strings, numbers and JSON
+    // values, which always serialise.
+    let derivable = execution.status == Status::Succeeded
+        && execution.output.as_ref().map(|o| o.get())
+            == execution.last_step_output().map(|o| o.get());
+    if derivable && execution.output.is_some() {
+        let mut lean = execution.clone();
+        lean.output = None;
+        serde_json::to_vec(&lean).unwrap_or_default()
+    } else {
+        serde_json::to_vec(execution).unwrap_or_default()
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<Execution, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+    let mut execution: Execution =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if execution.status == Status::Succeeded && execution.output.is_none() {
+        execution.output = execution.last_step_output().cloned();
+    }
+    Ok(execution)
 }
 
 /// The writer thread: the only one that writes, and the one that closes and
@@ -901,6 +922,49 @@ mod tests {
         assert_eq!(index, 2, "index entries of pruned executions remain");
         assert!(store.body(stuck.id).await.unwrap().is_some());
         assert!(store.file_size() > 0);
+    }
+
+    /// A succeeded execution's output is its last step's, stored once and
+    /// put back when read; any other output is stored as it is.
+    #[tokio::test]
+    async fn one_write_per_event_output_is_not_stored_twice() {
+        use crate::execution::{Attempt, StepRecord, StepStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.redb")).unwrap();
+        let output = || {
+            serde_json::value::RawValue::from_string(format!("\"{}\"", "o".repeat(4000))).unwrap()
+        };
+        let mut e = execution();
+        e.steps.push(StepRecord {
+            id: "s".into(),
+            plugin: "p.wasm".into(),
+            plugin_digest: String::new(),
+            status: StepStatus::Succeeded,
+            attempts: vec![Attempt {
+                number: 1,
+                started_at_ms: 0,
+                wall_time_us: 1,
+                peak_memory_bytes: 0,
+                output: Some(output()),
+                error: None,
+                logs: Vec::new(),
+                logs_dropped_bytes: 0,
+            }],
+        });
+        e.status = Status::Succeeded;
+        e.output = Some(output());
+        assert!(encode(&e).len() < 5000, "the output was stored twice");
+        store.put_new(&e, Bytes::new(), None).await.unwrap();
+        let read = store.get(e.id).await.unwrap().unwrap();
+        assert_eq!(read.output.unwrap().get(), e.output.as_ref().unwrap().get());
+        // An output that is not the last step's stays in the record.
+        let mut other = e.clone();
+        other.id = Uuid::now_v7();
+        other.output = Some(serde_json::value::RawValue::from_string("7".into()).unwrap());
+        assert!(encode(&other).len() > 4000);
+        store.put_new(&other, Bytes::new(), None).await.unwrap();
+        let read = store.get(other.id).await.unwrap().unwrap();
+        assert_eq!(read.output.unwrap().get(), "7");
     }
 
     async fn listed(store: &Store, status: Status) -> Vec<Uuid> {
