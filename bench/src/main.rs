@@ -345,6 +345,14 @@ fn conns_label(c: Connections) -> String {
     }
 }
 
+/// Baseline hello's closed-loop rate at `conns`: what every row is
+/// compared with.
+fn baseline_rate(rows: &[Row], conns: Connections) -> f64 {
+    rows.iter()
+        .find(|b| b.scenario == "baseline: hello" && b.conns == conns)
+        .map_or(f64::NAN, |b| b.max_rate)
+}
+
 fn print_http(rows: &[Row]) {
     println!("\n## HTTP scenarios\n");
     println!(
@@ -355,10 +363,7 @@ fn print_http(rows: &[Row]) {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
-        let base = rows
-            .iter()
-            .find(|b| b.scenario == "baseline: hello" && b.conns == r.conns)
-            .map_or(f64::NAN, |b| b.max_rate);
+        let base = baseline_rate(rows, r.conns);
         println!(
             "| {} | {} | {:.0} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
             r.scenario,
@@ -385,10 +390,7 @@ fn print_http(rows: &[Row]) {
         println!("| scenario | conns | sustained/s | vs baseline | shed |");
         println!("|---|---|---:|---:|---:|");
         for (r, (rate, shed)) in sustained {
-            let base = rows
-                .iter()
-                .find(|b| b.scenario == "baseline: hello" && b.conns == r.conns)
-                .map_or(f64::NAN, |b| b.max_rate);
+            let base = baseline_rate(rows, r.conns);
             println!(
                 "| {} | {} | {rate:.0} | {:.1}% | {shed} |",
                 r.scenario,
