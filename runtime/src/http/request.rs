@@ -13,7 +13,7 @@ use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Limited};
 
 use super::credentials::is_credential;
 use super::error::HttpError;
@@ -31,20 +31,34 @@ pub async fn read_body(body: Body, limit: u64, timeout: Duration) -> Result<Byte
         .map_err(|_| HttpError::BodyTimeout(timeout))?
 }
 
-async fn read_limited(body: Body, limit: u64) -> Result<Bytes, HttpError> {
+async fn read_limited(mut body: Body, limit: u64) -> Result<Bytes, HttpError> {
+    // Past the limit the rest is read and dropped while the 413 goes out
+    // ([`linger`]), so a sender still writing reads its answer.
     if body.size_hint().lower() > limit {
+        linger(body);
         return Err(HttpError::TooLarge { limit });
     }
-    let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, limit_usize).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(HttpError::TooLarge { limit })
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| HttpError::BadRequest(format!("the body could not be read: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len() as u64;
+        if total > limit {
+            linger(body);
+            return Err(HttpError::TooLarge { limit });
         }
-        Err(e) => Err(HttpError::BadRequest(format!(
-            "the body could not be read: {e}"
-        ))),
+        chunks.push(data);
     }
+    // One chunk, the usual case, is kept as it came: no copy.
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
+    })
 }
 
 /// Reads and drops a refused body: one of at most [`DRAIN_MAX`] announced
