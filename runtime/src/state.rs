@@ -13,8 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use crate::config::Secret;
 use crate::http::Busy;
 use crate::intake::Intake;
-use crate::registry::{LiveRegistry, Workflow};
-use crate::runner::kib;
+use crate::registry::LiveRegistry;
+use crate::runner::{Gate, kib};
 use crate::store::Store;
 
 pub struct AppState {
@@ -54,9 +54,7 @@ impl AppState {
     /// server is shutting down, or every place is taken (a request without
     /// one is shed with 503 rather than queued without bound).
     pub fn admit_request(&self) -> Result<SemaphorePermit<'_>, Busy> {
-        if self.draining.load(Ordering::Relaxed) {
-            return Err(Busy::Draining);
-        }
+        self.check_draining()?;
         self.in_flight.try_acquire().map_err(|_| Busy::Full)
     }
 
@@ -68,14 +66,13 @@ impl AppState {
         Ok(())
     }
 
-    /// Room to receive a body of `bytes` for `workflow`, in its own room
+    /// Room to receive a body of `bytes` for the workflow of `gate`, in its own room
     /// (`limits.max_receiving`) and in the server's (`--max-receiving`),
     /// or which is full. Never waits: a full room sheds the request, so
     /// strangers trickling bodies to one workflow hold that workflow's
     /// room and nothing else.
-    pub fn receive(&self, workflow: &Workflow, bytes: u64) -> Result<Receiving, Busy> {
+    pub fn receive(&self, gate: &Gate, bytes: u64) -> Result<Receiving, Busy> {
         let kib = kib(bytes).max(1);
-        let gate = self.intake.gate(workflow);
         let workflow = gate
             .receiving
             .clone()

@@ -60,7 +60,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
         .get(&name)
         .cloned()
         .ok_or_else(|| HttpError::NotFound(format!("no workflow `{name}`")))?;
-    state.intake.admit(&workflow)?;
+    state
+        .intake
+        .admit(&workflow, &state.intake.gate(&workflow))?;
 
     let data = run
         .data

@@ -85,9 +85,11 @@ async fn handle(
         });
     }
     auth::check(&trigger.auth, &parts.headers)?;
+    // The workflow's rate limiter and receiving room, looked up once.
+    let gate = state.intake.gate(&workflow);
     let signed = trigger.auth.needs_body();
     if !signed {
-        state.intake.admit(&workflow)?;
+        state.intake.admit(&workflow, &gate)?;
     }
 
     let request = http::request_meta(&trigger.auth, parts);
@@ -102,14 +104,14 @@ async fn handle(
         .and_then(|b| b.size_hint().upper())
         .unwrap_or(trigger.max_body)
         .min(trigger.max_body);
-    let receiving = state.receive(&workflow, announced)?;
+    let receiving = state.receive(&gate, announced)?;
     // From here on the body is read, whatever happens.
     let unread = body.take().unwrap_or_default();
     let body = http::read_body(unread, trigger.max_body, state.body_timeout).await?;
     if signed {
         // Signatures cover the raw bytes: checked before anything parses them.
         auth::check_signed(&trigger.auth, &parts.headers, &body)?;
-        state.intake.admit(&workflow)?;
+        state.intake.admit(&workflow, &gate)?;
     }
     drop(receiving);
     // Received and, for signed kinds, verified: now a place among the

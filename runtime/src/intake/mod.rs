@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::config::{FieldError, Mode, OnDuplicate, WorkflowSpec};
 use crate::execution::{Event, Execution, Status, now_ms};
 use crate::registry::Workflow;
-use crate::runner::{Job, Runner, step_records};
+use crate::runner::{Gate, Job, Runner, step_records};
 use crate::store::{Claim, IdempotencyKey, Store};
 
 /// The longest idempotency key accepted, in bytes.
@@ -139,18 +139,19 @@ impl Intake {
     }
 
     /// The runtime limits of `workflow` (rate, running and receiving room).
-    pub fn gate(&self, workflow: &Workflow) -> Arc<crate::runner::Gate> {
+    pub fn gate(&self, workflow: &Workflow) -> Arc<Gate> {
         self.runner.gate(workflow)
     }
 
     /// After the sender is authenticated: is the workflow enabled, within
-    /// its rate, and is there room for another execution?
-    pub fn admit(&self, workflow: &Workflow) -> Result<(), Refusal> {
+    /// its rate (kept in `gate`, the workflow's), and is there room for
+    /// another execution?
+    pub fn admit(&self, workflow: &Workflow, gate: &Gate) -> Result<(), Refusal> {
         let spec = &workflow.spec;
         if !spec.enabled {
             return Err(Refusal::Inactive(spec.name.clone()));
         }
-        if let Some(limiter) = &self.runner.gate(workflow).rate {
+        if let Some(limiter) = &gate.rate {
             limiter.check().map_err(|not_until| {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Refusal::RateLimited {

@@ -413,20 +413,10 @@ impl Runner {
             .acquire_owned()
             .await
             .expect("a gate's semaphore is never closed");
-        let (mut wait, most) = SAVE_RETRY;
-        let body = loop {
-            match self.store.body(execution.id).await {
-                Ok(Some(body)) => break body,
-                Ok(None) => {
-                    return Err("the event's body is missing from the store; it cannot run".into());
-                }
-                Err(e) => {
-                    tracing::warn!(id = %execution.id, error = %e, retry_in = ?wait, "cannot read the event's body yet; trying again");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(most);
-                }
-            }
-        };
+        let id = execution.id;
+        let body = until_stored(id, "read the event's body", || self.store.body(id))
+            .await
+            .ok_or("the event's body is missing from the store; it cannot run")?;
         let event = Event::new(
             execution.request.clone(),
             execution.content_type.clone(),
@@ -564,11 +554,30 @@ impl Runner {
     /// full disk, a reopen): a step's result or an execution's end is
     /// delayed by an outage, never dropped.
     async fn save(&self, execution: &Execution) {
-        let (mut wait, most) = SAVE_RETRY;
-        while let Err(e) = self.store.put(execution, None).await {
-            tracing::warn!(id = %execution.id, error = %e, retry_in = ?wait, "cannot record the execution yet; trying again");
-            tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(most);
+        until_stored(execution.id, "record the execution", || {
+            self.store.put(execution, None)
+        })
+        .await;
+    }
+}
+
+/// Runs a store operation for execution `id` until the store answers it,
+/// waiting [`SAVE_RETRY`] between tries: while the store cannot write or
+/// read (a full disk, a reopen) the work waits instead of losing its place.
+async fn until_stored<T, F, Fut>(id: uuid::Uuid, what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let (mut wait, most) = SAVE_RETRY;
+    loop {
+        match op().await {
+            Ok(done) => return done,
+            Err(e) => {
+                tracing::warn!(%id, error = %e, retry_in = ?wait, "cannot {what} yet; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(most);
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::execution::{Execution, Status};
 use tables::{
-    BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META,
+    BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, RecordHead,
     STATUS_INDEX_BUILT, UNFINISHED, status_code,
 };
 
@@ -649,10 +649,6 @@ impl Writer {
 /// Fills `BY_STATUS` from the records of a database written before the
 /// index existed, once: a scan of every execution, at open.
 fn build_status_index(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        status: Status,
-    }
     let mut meta = txn.open_table(META)?;
     if meta.get(STATUS_INDEX_BUILT)?.is_some() {
         return Ok(());
@@ -664,7 +660,7 @@ fn build_status_index(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
         let (id, record) = entry?;
         // A record that does not decode is left out of the index; `get`
         // reports it when asked for.
-        if let Ok(head) = serde_json::from_slice::<Head>(record.value())
+        if let Ok(head) = serde_json::from_slice::<RecordHead>(record.value())
             && head.status.is_finished()
         {
             index.insert((status_code(head.status), id.value()), ())?;

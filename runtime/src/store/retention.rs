@@ -3,12 +3,12 @@
 //! writer thread between group commits, so the writer is never held long.
 
 use redb::{Database, Durability, ReadableTable};
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::StoreError;
-use super::tables::{BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, UNFINISHED, status_code};
-use crate::execution::Status;
+use super::tables::{
+    BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, RecordHead, UNFINISHED, status_code,
+};
 
 /// A request to the writer: delete up to `max` finished executions created
 /// before `before_ms`.
@@ -33,11 +33,6 @@ pub(super) fn run(db: &Database, prune: Prune) {
 }
 
 fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::Error> {
-    #[derive(Deserialize)]
-    struct Head {
-        workflow: String,
-        status: Status,
-    }
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
@@ -58,7 +53,7 @@ fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::
             // Invariant: records are written by this store as JSON with a
             // `workflow` field; one that does not decode is deleted all the
             // same, without its index entry.
-            let head = serde_json::from_slice::<Head>(record.value()).ok();
+            let head = serde_json::from_slice::<RecordHead>(record.value()).ok();
             old.push((id, head));
             if old.len() >= max {
                 break;
@@ -67,7 +62,7 @@ fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::
         for (id, head) in old {
             executions.remove(id)?;
             bodies.remove(id)?;
-            if let Some(Head { workflow, status }) = head {
+            if let Some(RecordHead { workflow, status }) = head {
                 by_workflow.remove((workflow.as_str(), id))?;
                 by_status.remove((status_code(status), id))?;
             }

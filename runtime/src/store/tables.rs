@@ -39,3 +39,11 @@ pub fn status_code(status: crate::execution::Status) -> u8 {
 /// `META` key set once `BY_STATUS` holds every finished execution (a
 /// database written before the index is filled when it is opened).
 pub const STATUS_INDEX_BUILT: &str = "status_index_built";
+
+/// The fields of a stored record that index upkeep needs, read without
+/// decoding the rest.
+#[derive(serde::Deserialize)]
+pub struct RecordHead {
+    pub workflow: String,
+    pub status: crate::execution::Status,
+}
