@@ -217,6 +217,10 @@ impl Server {
         if !self.runner.drain(left).await {
             tracing::warn!("executions still running at shutdown will resume on the next start");
         }
+        // The last progress of the runs that ended is made durable.
+        if let Err(e) = state.store.flush().await {
+            tracing::warn!(error = %e, "the store could not make the last progress durable");
+        }
         Ok(())
     }
 }

@@ -843,3 +843,43 @@ async fn waiting_work_held_in_memory_stays_in_the_store() {
         "its own body"
     );
 }
+
+/// Progress written without an fsync of its own (a step's result, the end
+/// of an async execution) is durable within the store's flush window, and
+/// at once on a clean stop: an execution that finished before a `kill -9`
+/// taken after the window, or before a SIGTERM, is not run again.
+#[tokio::test]
+async fn progress_without_its_own_fsync_is_durable_within_the_window() {
+    let work = Workdir::new();
+    work.manifest("later", &one_step("later", "async", NONE, "echo", "{}"));
+    let finished = async |server: &Server| {
+        let r = server
+            .post_json("/hooks/later", &serde_json::json!({"n": 1}))
+            .await;
+        assert_eq!(r.status(), 202);
+        let ack: serde_json::Value = r.json().await.unwrap();
+        let id = ack["execution_id"].as_str().unwrap().to_string();
+        let done = server.wait_finished(&id, Duration::from_secs(10)).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        id
+    };
+    let untouched = async |server: &Server, id: &str| {
+        let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+        assert_eq!(record["status"], "succeeded", "{record}");
+        assert!(record["resumes"].is_null(), "run again: {record}");
+        assert_eq!(record["steps"][0]["attempts"].as_array().unwrap().len(), 1);
+    };
+
+    let server = work.start();
+    let crashed = finished(&server).await;
+    // Five times the window: the end is on disk by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    let server = work.start();
+    untouched(&server, &crashed).await;
+
+    let stopped = finished(&server).await;
+    server.stop();
+    let server = work.start();
+    untouched(&server, &stopped).await;
+}

@@ -251,6 +251,7 @@ impl Intake {
             let claim = store.put_new(&execution, event.body.clone(), key).await;
             match claim {
                 Ok(Claim::New) => Ok(Recorded::Started(runner.start(Job {
+                    awaited: workflow.spec.trigger.mode == Mode::Sync,
                     workflow,
                     execution,
                     event: Some(Arc::new(event)),

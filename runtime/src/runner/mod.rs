@@ -1,7 +1,10 @@
 //! The runner: takes accepted executions and drives them through their
 //! steps, in order, each step's output feeding the next.
 //!
-//! Every step result is committed when the step ends. Retryable errors,
+//! Every step result is committed when the step ends, without an fsync of
+//! its own (it is durable within the store's `FLUSH_WITHIN`); the end of an
+//! execution that a sender waits for is durable before the sender hears
+//! it. Retryable errors,
 //! traps and timeouts are retried with exponential backoff and jitter up to
 //! the step's `retries.max`; then the execution ends `failed` (or
 //! `timed_out` when time ran out). After a restart, executions that were
@@ -59,6 +62,10 @@ pub struct Job {
     /// The event, when it is at hand (a new delivery); `None` reads it
     /// from the store when the execution gets a running place (a resume).
     pub event: Option<Arc<Event>>,
+    /// Someone waits for the end (a sync sender): the final record is
+    /// durable before they hear it. Otherwise it rides on the next durable
+    /// commit.
+    pub awaited: bool,
 }
 
 #[derive(Clone)]
@@ -200,7 +207,7 @@ impl Runner {
                 execution.error = Some(
                     "hookflow hit an internal error while running this execution (see the server's log); it was not retried".into(),
                 );
-                Some(self.finish(execution).await)
+                Some(self.finish(execution, true).await)
             }
             other => {
                 tracing::error!(%id, ?other, "cannot read the execution to fail it");
@@ -282,6 +289,7 @@ impl Runner {
                     workflow,
                     execution,
                     event: None,
+                    awaited: false,
                 }));
                 resumed += 1;
             }
@@ -319,6 +327,7 @@ impl Runner {
             workflow,
             mut execution,
             event,
+            awaited,
         } = job;
         let gate = self.gate(&workflow);
         let (_running, event) = match self.place(&gate, &execution, event).await {
@@ -326,7 +335,7 @@ impl Runner {
             Err(message) => {
                 execution.status = Status::Failed;
                 execution.error = Some(message);
-                return self.finish(execution).await;
+                return self.finish(execution, awaited).await;
             }
         };
         execution.status = Status::Running;
@@ -380,14 +389,14 @@ impl Runner {
                         Status::Failed
                     };
                     execution.error = Some(format!("step `{}`: {message}", spec.id));
-                    return self.finish(execution).await;
+                    return self.finish(execution, awaited).await;
                 }
             }
         }
         execution.status = Status::Succeeded;
         // A workflow has at least one step, so `previous` is a step's output.
         execution.output = Some(previous.unwrap_or_else(null));
-        self.finish(execution).await
+        self.finish(execution, awaited).await
     }
 
     /// A running place among the workflow's `concurrency`, and the event.
@@ -425,12 +434,18 @@ impl Runner {
         Ok((place, Arc::new(event)))
     }
 
-    async fn finish(&self, mut execution: Execution) -> Execution {
+    /// Records the end: durably when `awaited`, so a sender's answer never
+    /// runs ahead of the record.
+    async fn finish(&self, mut execution: Execution, awaited: bool) -> Execution {
         execution.finished_at_ms = Some(now_ms());
         self.counters.finished(execution.status).increment(1);
         // Committed before anyone hears of the end: a sync sender's answer
         // and the admission counts follow the record.
-        self.save(&execution).await;
+        if awaited {
+            self.save(&execution).await;
+        } else {
+            self.save_soon(&execution).await;
+        }
         self.release(execution.body_len);
         tracing::debug!(id = %execution.id, status = execution.status.as_str(), "execution finished");
         execution
@@ -509,7 +524,7 @@ impl Runner {
                     }
                     // The last step's result commits with the final status.
                     if !is_last && !success.halt {
-                        self.save(execution).await;
+                        self.save_soon(execution).await;
                     }
                     return if success.halt {
                         StepEnd::Halt(success.output)
@@ -523,7 +538,7 @@ impl Runner {
                     record.attempts.push(attempt);
                     let out_of_time = limits.timeout < spec.timeout && kind == ErrorKind::Timeout;
                     if kind.is_retryable() && number <= spec.retries.max && !out_of_time {
-                        self.save(execution).await;
+                        self.save_soon(execution).await;
                         let wait = backoff(spec.retries, number).min(remaining);
                         tracing::debug!(step = %spec.id, attempt = number, ?wait, "retrying step");
                         tokio::time::sleep(wait).await;
@@ -556,6 +571,15 @@ impl Runner {
     async fn save(&self, execution: &Execution) {
         until_stored(execution.id, "record the execution", || {
             self.store.put(execution, None)
+        })
+        .await;
+    }
+
+    /// The same without waiting for an fsync: for progress nobody has been
+    /// told about (see [`Store::put_soon`]).
+    async fn save_soon(&self, execution: &Execution) {
+        until_stored(execution.id, "record the execution", || {
+            self.store.put_soon(execution)
         })
         .await;
     }

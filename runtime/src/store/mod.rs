@@ -5,6 +5,17 @@
 //! a single `Durability::Immediate` transaction (group commit), so many
 //! concurrent webhooks share one fsync. A write's future resolves only after
 //! its transaction is durable: callers answer 2xx after that, never before.
+//!
+//! Progress that nobody is told about (a step's result, the end of an
+//! async execution) is written with [`Store::put_soon`]: committed at once
+//! without an fsync of its own, it becomes durable with the next durable
+//! commit, which the writer makes within [`FLUSH_WITHIN`] (sooner under
+//! load, when the next accepted event commits). Until then the writer keeps
+//! those records, and writes them again should the database have to be
+//! reopened after an I/O error. A crash of the process loses at most that
+//! window of progress: the executions concerned resume from their last
+//! durable step on the next start.
+//!
 //! Reads open their own read transaction on a blocking thread. redb types
 //! stay inside this module.
 //!
@@ -19,12 +30,13 @@ mod tables;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::execution::{Execution, Status};
@@ -77,6 +89,14 @@ fn create(path: &Path, cache_bytes: usize) -> Result<Database, redb::DatabaseErr
 /// batch still commits whole).
 const MAX_BATCH: usize = 512;
 
+/// How long a record written with [`Store::put_soon`] may wait for a
+/// durable commit: what a crash of the process can lose.
+pub const FLUSH_WITHIN: Duration = Duration::from_millis(100);
+
+/// Bytes of records waiting for a durable commit, at most: past this the
+/// next commit is durable whatever it holds.
+const MAX_UNFLUSHED_BYTES: usize = 16 << 20;
+
 /// A record encoded by its caller, so the single writer thread spends its
 /// time on the B-tree and the fsync, not on JSON.
 struct Encoded {
@@ -89,6 +109,11 @@ struct Encoded {
 }
 
 impl Encoded {
+    /// Bytes held in memory.
+    fn size(&self) -> usize {
+        self.json.len() + self.workflow.len() + self.body.as_ref().map_or(0, Bytes::len)
+    }
+
     fn new(execution: &Execution, body: Option<Bytes>) -> Self {
         Self {
             id: execution.id.as_u128(),
@@ -145,6 +170,9 @@ struct Write {
     records: Vec<Encoded>,
     /// Claimed in the same transaction as `records` (one record then).
     key: Option<IdempotencyKey>,
+    /// Answered only once durable; otherwise once committed (see
+    /// [`Store::put_soon`]).
+    durable: bool,
     done: oneshot::Sender<Result<Claim, StoreError>>,
 }
 
@@ -159,6 +187,8 @@ enum Message {
 pub struct Store {
     db: Slot,
     path: Arc<PathBuf>,
+    /// Unbounded: every write is awaited by its caller, and callers are
+    /// bounded by admission (`--max-queued`, `--max-in-flight`).
     writer: mpsc::Sender<Message>,
     /// Whether the last commit succeeded.
     writable: Arc<AtomicBool>,
@@ -203,13 +233,14 @@ impl Store {
         txn.commit().map_err(|e| open_err(e.to_string()))?;
 
         let db: Slot = Arc::new(RwLock::new(Some(db)));
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel();
         let writable = Arc::new(AtomicBool::new(true));
         let writer = Writer {
             db: db.clone(),
             path: path.to_path_buf(),
             cache_bytes,
             writable: writable.clone(),
+            unflushed: Unflushed::default(),
         };
         std::thread::Builder::new()
             .name("hookflow-store".into())
@@ -226,9 +257,24 @@ impl Store {
     /// Durably records an execution (and, the first time, its event body).
     /// Resolves once the transaction holding it has committed.
     pub async fn put(&self, execution: &Execution, body: Option<Bytes>) -> Result<(), StoreError> {
-        self.write(vec![Encoded::new(execution, body)], None)
+        self.write(vec![Encoded::new(execution, body)], None, true)
             .await
             .map(drop)
+    }
+
+    /// Records an execution's progress without waiting for an fsync: once
+    /// this resolves the record is committed and every reader sees it; it
+    /// is durable within [`FLUSH_WITHIN`]. For what nobody has been told
+    /// about yet; a crash before then leaves the previous durable record.
+    pub async fn put_soon(&self, execution: &Execution) -> Result<(), StoreError> {
+        self.write(vec![Encoded::new(execution, None)], None, false)
+            .await
+            .map(drop)
+    }
+
+    /// Makes every earlier write durable (a clean shutdown's last write).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(Vec::new(), None, true).await.map(drop)
     }
 
     /// Records a new execution and its body, claiming `key` in the same
@@ -240,7 +286,7 @@ impl Store {
         body: Bytes,
         key: Option<IdempotencyKey>,
     ) -> Result<Claim, StoreError> {
-        self.write(vec![Encoded::new(execution, Some(body))], key)
+        self.write(vec![Encoded::new(execution, Some(body))], key, true)
             .await
     }
 
@@ -248,12 +294,17 @@ impl Store {
         &self,
         records: Vec<Encoded>,
         key: Option<IdempotencyKey>,
+        durable: bool,
     ) -> Result<Claim, StoreError> {
         let (done, wait) = oneshot::channel();
-        let write = Write { records, key, done };
+        let write = Write {
+            records,
+            key,
+            durable,
+            done,
+        };
         self.writer
             .send(Message::Write(write))
-            .await
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
@@ -270,7 +321,6 @@ impl Store {
         };
         self.writer
             .send(Message::Prune(prune))
-            .await
             .map_err(|_| StoreError::Closed)?;
         wait.await.map_err(|_| StoreError::Closed)?
     }
@@ -428,7 +478,7 @@ impl Store {
             .into_iter()
             .map(|e| Encoded::new(e, None))
             .collect();
-        self.write(records, None).await.map(drop)
+        self.write(records, None, true).await.map(drop)
     }
 
     async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -487,6 +537,39 @@ struct Writer {
     path: PathBuf,
     cache_bytes: usize,
     writable: Arc<AtomicBool>,
+    unflushed: Unflushed,
+}
+
+/// Records committed without an fsync and not yet made durable by a later
+/// commit, oldest first: written again should the database be reopened.
+#[derive(Default)]
+struct Unflushed {
+    records: Vec<Encoded>,
+    bytes: usize,
+    /// When the oldest of them was committed.
+    since: Option<Instant>,
+}
+
+impl Unflushed {
+    /// Whether the next commit must be durable to keep the promise of
+    /// [`FLUSH_WITHIN`] (or the bound on held bytes).
+    fn due(&self) -> bool {
+        self.bytes >= MAX_UNFLUSHED_BYTES || self.since.is_some_and(|t| t.elapsed() >= FLUSH_WITHIN)
+    }
+
+    fn keep(&mut self, records: impl IntoIterator<Item = Encoded>) {
+        for r in records {
+            self.bytes += r.size();
+            self.records.push(r);
+        }
+        self.since.get_or_insert_with(Instant::now);
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+        self.since = None;
+    }
 }
 
 /// A closed database waiting to be reopened.
@@ -497,13 +580,15 @@ struct Broken {
 }
 
 impl Writer {
-    /// Takes every pending write into one transaction, commits it durably,
-    /// then answers each writer. Ends when every `Store` handle is dropped.
-    fn run(self, mut rx: mpsc::Receiver<Message>) {
+    /// Takes every pending write into one transaction, commits it (durably
+    /// when any write asks for it, or when records wait for an fsync past
+    /// [`FLUSH_WITHIN`]), then answers each writer. Ends when every `Store`
+    /// handle is dropped, after a last durable commit.
+    fn run(mut self, rx: mpsc::Receiver<Message>) {
         // Should the writer ever panic (a bug), the store says it cannot
         // write rather than claim to be ready with nobody writing.
-        struct Unwritable<'a>(&'a AtomicBool);
-        impl Drop for Unwritable<'_> {
+        struct Unwritable(Arc<AtomicBool>);
+        impl Drop for Unwritable {
             fn drop(&mut self) {
                 if std::thread::panicking() {
                     self.0.store(false, Ordering::Relaxed);
@@ -513,32 +598,42 @@ impl Writer {
                 }
             }
         }
-        let _unwritable = Unwritable(&self.writable);
+        let _unwritable = Unwritable(self.writable.clone());
         let mut batch: Vec<Write> = Vec::new();
         // A prune that arrived while a batch was being gathered: run after it.
         let mut prune_next = None;
         let mut broken: Option<Broken> = None;
         loop {
             if let Some(b) = broken.as_mut() {
-                match self.heal(b, &mut rx) {
+                match self.heal(b, &rx) {
                     Heal::Healed => broken = None,
                     Heal::Waiting => {}
                     Heal::Closed => return,
                 }
                 continue;
             }
-            let Some(first) = rx.blocking_recv() else {
-                return;
+            // With records waiting for an fsync, wait no longer than their
+            // deadline; an empty batch then is a flush.
+            let first = match self.unflushed.since {
+                None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(since) => rx.recv_timeout(FLUSH_WITHIN.saturating_sub(since.elapsed())),
             };
-            let first = match first {
-                Message::Write(w) => w,
-                Message::Prune(p) => {
-                    self.with_db(|db| retention::run(db, p));
+            match first {
+                Ok(Message::Write(w)) => batch.push(w),
+                Ok(Message::Prune(p)) => {
+                    // Its transaction is durable: it flushes too.
+                    self.prune(p);
                     continue;
                 }
-            };
-            let mut records = first.records.len();
-            batch.push(first);
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    if self.unflushed.since.is_some() {
+                        self.commit_batch(&mut batch, &mut broken);
+                    }
+                    return;
+                }
+            }
+            let mut records: usize = batch.iter().map(|w| w.records.len()).sum();
             while records < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(Message::Write(w)) => {
@@ -552,33 +647,51 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let committed = self
-                .with_db(|db| commit(db, &batch))
-                .unwrap_or_else(|| Err(redb::Error::PreviousIo));
-            match committed {
-                Ok(claims) => {
-                    for (w, claim) in batch.drain(..).zip(claims) {
-                        let _ = w.done.send(Ok(claim));
-                    }
-                }
-                Err(e) => {
-                    let failed_io = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
-                    let e = e.to_string();
-                    tracing::error!(error = %e, writes = batch.len(), "store commit failed");
-                    for w in batch.drain(..) {
-                        let _ = w.done.send(Err(StoreError::Write(e.clone())));
-                    }
-                    if failed_io {
-                        broken = Some(self.close(e));
-                    }
-                }
-            }
+            self.commit_batch(&mut batch, &mut broken);
             if let Some(p) = prune_next.take() {
                 match &broken {
                     Some(b) => refuse(Message::Prune(p), &b.reason),
-                    None => {
-                        self.with_db(|db| retention::run(db, p));
+                    None => self.prune(p),
+                }
+            }
+        }
+    }
+
+    /// Runs a prune; its transaction is durable, so it flushes too.
+    fn prune(&mut self, p: retention::Prune) {
+        if self.with_db(|db| retention::run(db, p)) == Some(true) {
+            self.unflushed.clear();
+        }
+    }
+
+    /// Commits `batch` (durably if any write or the unflushed records need
+    /// it; an empty batch always) and answers its writers.
+    fn commit_batch(&mut self, batch: &mut Vec<Write>, broken: &mut Option<Broken>) {
+        let durable = batch.is_empty() || batch.iter().any(|w| w.durable) || self.unflushed.due();
+        let committed = self
+            .with_db(|db| commit(db, batch, durable))
+            .unwrap_or_else(|| Err(redb::Error::PreviousIo));
+        match committed {
+            Ok(claims) => {
+                if durable {
+                    self.unflushed.clear();
+                }
+                for (mut w, claim) in batch.drain(..).zip(claims) {
+                    let _ = w.done.send(Ok(claim));
+                    if !durable && claim == Claim::New {
+                        self.unflushed.keep(w.records.drain(..));
                     }
+                }
+            }
+            Err(e) => {
+                let failed_io = matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo);
+                let e = e.to_string();
+                tracing::error!(error = %e, writes = batch.len(), "store commit failed");
+                for w in batch.drain(..) {
+                    let _ = w.done.send(Err(StoreError::Write(e.clone())));
+                }
+                if failed_io {
+                    *broken = Some(self.close(e));
                 }
             }
         }
@@ -611,15 +724,16 @@ impl Writer {
     /// While the database is closed: answers every message with an error at
     /// once (a sender gets its 503 now, not after the disk is fixed) and
     /// tries to reopen when the backoff is up.
-    fn heal(&self, broken: &mut Broken, rx: &mut mpsc::Receiver<Message>) -> Heal {
+    fn heal(&mut self, broken: &mut Broken, rx: &mpsc::Receiver<Message>) -> Heal {
         let now = Instant::now();
         if now >= broken.next_attempt {
             let reopened = create(&self.path, self.cache_bytes)
                 .map_err(redb::Error::from)
-                .and_then(|db| prove_writable(&db).map(|()| db));
+                .and_then(|db| prove_writable(&db, &self.unflushed.records).map(|()| db));
             match reopened {
                 Ok(db) => {
                     *self.db.write().unwrap_or_else(PoisonError::into_inner) = Some(db);
+                    self.unflushed.clear();
                     self.writable.store(true, Ordering::Relaxed);
                     tracing::info!("store reopened; taking writes again");
                     return Heal::Healed;
@@ -634,13 +748,13 @@ impl Writer {
         }
         match rx.try_recv() {
             Ok(message) => refuse(message, &broken.reason),
-            Err(mpsc::error::TryRecvError::Empty) => {
+            Err(mpsc::TryRecvError::Empty) => {
                 let until = broken
                     .next_attempt
                     .saturating_duration_since(Instant::now());
                 std::thread::sleep(until.min(Duration::from_millis(20)));
             }
-            Err(mpsc::error::TryRecvError::Disconnected) => return Heal::Closed,
+            Err(mpsc::TryRecvError::Disconnected) => return Heal::Closed,
         }
         Heal::Waiting
     }
@@ -677,14 +791,21 @@ fn build_status_index(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
     Ok(())
 }
 
-/// A durable commit of one small record: whether the reopened file takes
-/// writes again, before any sender's event is trusted to it.
-fn prove_writable(db: &Database) -> Result<(), redb::Error> {
+/// A durable commit of one small record, and of the records whose commit
+/// the close undid (`replay`, oldest first): whether the reopened file
+/// takes writes again, before any sender's event is trusted to it.
+fn prove_writable(db: &Database, replay: &[Encoded]) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     txn.open_table(META)?
         .insert("opened_ms", crate::execution::now_ms())?;
+    {
+        let mut tables = Tables::open(&txn)?;
+        for r in replay {
+            tables.insert(r)?;
+        }
+    }
     txn.commit()?;
     Ok(())
 }
@@ -704,18 +825,57 @@ fn refuse(message: Message, reason: &str) {
     }
 }
 
-/// Commits a batch; returns each write's claim, in order.
-fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Claim>, redb::Error> {
+/// The tables a record touches, open in one write transaction.
+struct Tables<'t> {
+    executions: redb::Table<'t, u128, &'static [u8]>,
+    bodies: redb::Table<'t, u128, &'static [u8]>,
+    by_workflow: redb::Table<'t, (&'static str, u128), ()>,
+    unfinished: redb::Table<'t, u128, ()>,
+    by_status: redb::Table<'t, (u8, u128), ()>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t redb::WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            executions: txn.open_table(EXECUTIONS)?,
+            bodies: txn.open_table(BODIES)?,
+            by_workflow: txn.open_table(BY_WORKFLOW)?,
+            unfinished: txn.open_table(UNFINISHED)?,
+            by_status: txn.open_table(BY_STATUS)?,
+        })
+    }
+
+    /// Writes a record, its body (the first time) and its index entries.
+    fn insert(&mut self, r: &Encoded) -> Result<(), redb::Error> {
+        let id = r.id;
+        self.executions.insert(id, r.json.as_slice())?;
+        if let Some(body) = &r.body {
+            self.bodies.insert(id, body.as_ref())?;
+            self.by_workflow.insert((r.workflow.as_str(), id), ())?;
+        }
+        if r.finished {
+            self.unfinished.remove(id)?;
+            self.by_status.insert((r.status, id), ())?;
+        } else {
+            self.unfinished.insert(id, ())?;
+        }
+        Ok(())
+    }
+}
+
+/// Commits a batch, durably or not; returns each write's claim, in order.
+fn commit(db: &Database, batch: &[Write], durable: bool) -> Result<Vec<Claim>, redb::Error> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
+    let durability = if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    };
+    txn.set_durability(durability)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
     let mut claims = Vec::with_capacity(batch.len());
     {
-        let mut executions = txn.open_table(EXECUTIONS)?;
-        let mut bodies = txn.open_table(BODIES)?;
-        let mut by_workflow = txn.open_table(BY_WORKFLOW)?;
-        let mut unfinished = txn.open_table(UNFINISHED)?;
-        let mut by_status = txn.open_table(BY_STATUS)?;
+        let mut tables = Tables::open(&txn)?;
         let mut keys = txn.open_table(IDEMPOTENCY)?;
         let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
         let now = crate::execution::now_ms();
@@ -744,18 +904,7 @@ fn commit(db: &Database, batch: &[Write]) -> Result<Vec<Claim>, redb::Error> {
                 continue;
             }
             for r in &w.records {
-                let id = r.id;
-                executions.insert(id, r.json.as_slice())?;
-                if let Some(body) = &r.body {
-                    bodies.insert(id, body.as_ref())?;
-                    by_workflow.insert((r.workflow.as_str(), id), ())?;
-                }
-                if r.finished {
-                    unfinished.remove(id)?;
-                    by_status.insert((r.status, id), ())?;
-                } else {
-                    unfinished.insert(id, ())?;
-                }
+                tables.insert(r)?;
             }
         }
     }
@@ -796,6 +945,43 @@ mod tests {
     fn execution() -> Execution {
         let event = Event::new(RequestMeta::default(), None, Bytes::new());
         Execution::queued("w", "webhook", &event, vec![])
+    }
+
+    /// Progress written with `put_soon` is read back at once, and what a
+    /// reopen after an I/O error would have undone is written again by
+    /// the reopen's first commit, index entries included.
+    #[tokio::test]
+    async fn progress_without_its_own_fsync_is_kept_until_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let mut e = execution();
+        {
+            let store = Store::open(&path).unwrap();
+            store.put_new(&e, Bytes::new(), None).await.unwrap();
+            e.status = Status::Succeeded;
+            store.put_soon(&e).await.unwrap();
+            let read = store.get(e.id).await.unwrap().unwrap();
+            assert_eq!(read.status, Status::Succeeded);
+            assert_eq!(listed(&store, Status::Succeeded).await, [e.id]);
+        }
+        let mut again = execution();
+        again.status = Status::Failed;
+        {
+            // Open once the writer thread has let go of the file.
+            let db = (0..500)
+                .find_map(|_| {
+                    let db = create(&path, DEFAULT_CACHE).ok();
+                    if db.is_none() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    db
+                })
+                .expect("the writer let go of the database");
+            prove_writable(&db, &[Encoded::new(&again, None)]).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(listed(&store, Status::Failed).await, [again.id]);
+        assert_eq!(listed(&store, Status::Succeeded).await, [e.id]);
     }
 
     #[tokio::test]

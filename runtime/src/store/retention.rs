@@ -23,13 +23,16 @@ fn first_id_of(ms: u64) -> u128 {
     u128::from(ms) << 80
 }
 
-/// Runs one prune in its own transaction and answers its caller.
-pub(super) fn run(db: &Database, prune: Prune) {
+/// Runs one prune in its own durable transaction and answers its caller;
+/// whether it committed.
+pub(super) fn run(db: &Database, prune: Prune) -> bool {
     let result = delete_old(db, prune.before_ms, prune.max).map_err(|e| {
         tracing::error!(error = %e, "pruning old executions failed");
         StoreError::Write(e.to_string())
     });
+    let committed = result.is_ok();
     let _ = prune.done.send(result);
+    committed
 }
 
 fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::Error> {
