@@ -11,8 +11,10 @@ use hookflow::execution::{Attempt, Execution, Status, StepStatus};
 use hookflow::store::{ListFilter, Store};
 use tokio::sync::Semaphore;
 
+use crate::load::{Connections, Target};
 use crate::micro::record;
-use crate::servers::Server;
+use crate::report::out;
+use crate::servers::{Server, metrics_totals, payload_1k, wait_drained};
 
 /// How many executions to fill in, and how many of them stay unfinished.
 pub struct Fill {
@@ -29,6 +31,41 @@ pub struct Growth {
     pub reads: Vec<(String, Duration, Duration)>,
     pub ready_empty: Duration,
     pub ready_full: Duration,
+    /// Sustained async executions per second at 64 connections on an
+    /// empty database and on the filled one (`None` when not measured).
+    pub rate_empty: Option<f64>,
+    pub rate_full: Option<f64>,
+}
+
+/// Sustained async rate of `server` at 64 connections, over `run_for`;
+/// `None` when the queue did not drain or requests were shed.
+async fn async_rate(server: &Server, run_for: Duration, backlog: u64) -> Option<f64> {
+    let payload = payload_1k();
+    let json = [("content-type", "application/json")];
+    let target = Target::new(server.addr, "POST", "/hooks/async", &json, &payload, 202);
+    // The backlog resumes in the background: wait until all of it has
+    // started, then until it has run.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while metrics_totals(server.addr).await.ok()?.started < backlog {
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_drained(server.addr, Duration::from_secs(600))
+        .await
+        .ok()?;
+    let row = crate::measure(
+        "async".into(),
+        &target,
+        Connections::KeepAlive(64),
+        run_for,
+        0.75,
+        Some(server.addr),
+    )
+    .await;
+    row.sustained
+        .and_then(|(rate, shed)| (shed == 0).then_some(rate))
 }
 
 /// Workflows the filled executions belong to; `async` is the one the
@@ -96,11 +133,23 @@ where
     (samples[samples.len() / 2], samples[samples.len() - 1])
 }
 
-pub async fn run(bin: &Path, workflows: &Path, work: &Path, fill: Fill) -> anyhow::Result<Growth> {
+/// Fills a database, times the reads and a restart; with `rate_for`, also
+/// the sustained async rate on an empty database and on the filled one.
+pub async fn run(
+    bin: &Path,
+    workflows: &Path,
+    work: &Path,
+    fill: Fill,
+    rate_for: Option<Duration>,
+) -> anyhow::Result<Growth> {
     // Ready time of an empty database, for scale.
     let began = Instant::now();
     let empty = Server::hookflow(bin, workflows, &work.join("empty.redb"))?;
     let ready_empty = began.elapsed();
+    let rate_empty = match rate_for {
+        Some(d) => async_rate(&empty, d, 0).await,
+        None => None,
+    };
     empty.stop();
 
     let path = work.join("growth.redb");
@@ -202,6 +251,11 @@ pub async fn run(bin: &Path, workflows: &Path, work: &Path, fill: Fill) -> anyho
     let ready_full = began.elapsed();
     let full =
         full.ok_or_else(|| anyhow::anyhow!("hookflow did not start on the filled database"))?;
+    // Once the resumed executions have run.
+    let rate_full = match rate_for {
+        Some(d) => async_rate(&full, d, fill.unfinished as u64).await,
+        None => None,
+    };
     full.stop();
 
     Ok(Growth {
@@ -212,13 +266,15 @@ pub async fn run(bin: &Path, workflows: &Path, work: &Path, fill: Fill) -> anyho
         reads,
         ready_empty,
         ready_full,
+        rate_empty,
+        rate_full,
     })
 }
 
 pub fn print(g: &Growth) {
-    println!("\n## Cost as the database grows\n");
+    out!("\n## Cost as the database grows\n");
     let total = g.executions + g.unfinished;
-    println!(
+    out!(
         "{} executions ({} finished, 1 KiB body and 1 KiB output each, in 4 workflows, 2% failed; {} queued) written through the store's writer in {:.1} s ({:.0}/s); file {:.1} MiB, {:.0} bytes per execution.\n",
         total,
         g.executions,
@@ -226,21 +282,32 @@ pub fn print(g: &Growth) {
         g.fill_time.as_secs_f64(),
         total as f64 / g.fill_time.as_secs_f64(),
         g.file_bytes as f64 / (1 << 20) as f64,
-        g.file_bytes as f64 / total as f64,
+        bytes_per_execution(g),
     );
-    println!("| read | median | worst |");
-    println!("|---|---:|---:|");
+    out!("| read | median | worst |");
+    out!("|---|---:|---:|");
     for (what, median, worst) in &g.reads {
-        println!(
+        out!(
             "| {what} | {:.2} ms | {:.2} ms |",
             median.as_secs_f64() * 1e3,
             worst.as_secs_f64() * 1e3
         );
     }
-    println!(
+    out!(
         "\nstart to ready (`serve` printing its address): {:.2} s with an empty database, {:.2} s with this one ({} unfinished resumed).",
         g.ready_empty.as_secs_f64(),
         g.ready_full.as_secs_f64(),
         g.unfinished
     );
+    if let (Some(empty), Some(full)) = (g.rate_empty, g.rate_full) {
+        out!(
+            "\nasync at 64 connections, sustained: {empty:.0}/s on an empty database, {full:.0}/s on this one ({:.0}%).",
+            100.0 * full / empty
+        );
+    }
+}
+
+/// Bytes on disk per execution.
+pub fn bytes_per_execution(g: &Growth) -> f64 {
+    g.file_bytes as f64 / (g.executions + g.unfinished) as f64
 }

@@ -4,10 +4,12 @@
 //! `cargo run --release -p hookflow-bench` (add `-- --quick` for a short
 //! run). See BENCHMARKS.md for the scenarios and the latest figures.
 
+mod goals;
 mod growth;
 mod kill;
 mod load;
 mod micro;
+mod report;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,14 @@ use anyhow::Context;
 use clap::Parser;
 
 use load::{Connections, Outcome, Target};
+
+// The micro-benchmarks run hookflow's engine and store in this process:
+// with the allocator the `hookflow` binary uses, so that they measure what
+// the server does. (The baseline is its own binary, on the system
+// allocator.)
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use report::out;
 use servers::{Server, metrics_totals};
 
 #[derive(Parser)]
@@ -65,6 +75,12 @@ struct Args {
     /// Kill test: the seed of its random choices (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
+    /// Run everything (HTTP, micro, growth at `--executions` and
+    /// `--unfinished`), print the goals of the performance issue, and write
+    /// the figures into this Markdown file between its marker lines (see
+    /// BENCHMARKS.md).
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 const MODES: [Connections; 5] = [
@@ -75,7 +91,7 @@ const MODES: [Connections; 5] = [
     Connections::NewEach(64),
 ];
 
-struct Row {
+pub(crate) struct Row {
     scenario: String,
     conns: Connections,
     max_rate: f64,
@@ -86,7 +102,7 @@ struct Row {
     /// Async rows: executions that reached `succeeded` per second, from the
     /// start of the closed-loop run until the queue drained, and how many
     /// requests of that run were shed (the rate counts only when none were).
-    sustained: Option<(f64, u64)>,
+    pub(crate) sustained: Option<(f64, u64)>,
 }
 
 fn repo_root() -> PathBuf {
@@ -137,29 +153,60 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    if args.only.as_deref() == Some("growth") {
+    let everything = args.report.is_some();
+    let only = |what: &str| args.only.as_deref().is_none_or(|o| o == what);
+    let mut http_run = None;
+    if only("http") {
+        let run = http(&args, &bins, &root, work.path(), run_for).await?;
+        print_http(&run.rows);
+        http_run = Some(run);
+    }
+    let mut timings = Vec::new();
+    if only("micro") {
+        // 5-6. Micro.
+        let echo_wasm = root.join("plugins/target/wasm32-wasip2/release/echo.wasm");
+        timings = micro::wasm(&echo_wasm, micro_budget).await?;
+        timings.extend(micro::store(work.path(), micro_budget).await?);
+        print_micro(&timings);
+    }
+    let mut grown = None;
+    if args.only.as_deref() == Some("growth") || everything {
         let dir = servers::workflows(&work.path().join("growth"), &root)?;
         let fill = growth::Fill {
             executions: args.executions,
             unfinished: args.unfinished,
         };
-        let g = growth::run(&bins.join("hookflow"), &dir, work.path(), fill).await?;
+        let g = growth::run(
+            &bins.join("hookflow"),
+            &dir,
+            work.path(),
+            fill,
+            Some(run_for),
+        )
+        .await?;
         growth::print(&g);
-        println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
-        return Ok(());
+        grown = Some(g);
     }
-    if args.only.as_deref() != Some("micro") {
-        http(&args, &bins, &root, work.path(), run_for).await?;
+    if everything {
+        goals::print(&goals::Measured {
+            http: http_run.as_ref(),
+            timings: &timings,
+            growth: grown.as_ref(),
+        });
     }
-    if args.only.as_deref() != Some("http") {
-        // 5-6. Micro.
-        let echo_wasm = root.join("plugins/target/wasm32-wasip2/release/echo.wasm");
-        let mut timings = micro::wasm(&echo_wasm, micro_budget).await?;
-        timings.extend(micro::store(work.path(), micro_budget).await?);
-        print_micro(&timings);
+    out!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &args.report {
+        report::write(path)?;
     }
-    println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// What the HTTP scenarios measured.
+pub(crate) struct HttpRun {
+    rows: Vec<Row>,
+    /// Peak resident memory of each hookflow build under the run, by label
+    /// (`""` for this build).
+    peaks: Vec<(&'static str, Option<u64>)>,
 }
 
 /// Scenarios 1-4: the baseline, then hookflow, each at every connection mode.
@@ -169,8 +216,9 @@ async fn http(
     root: &Path,
     work: &Path,
     run_for: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<HttpRun> {
     let mut rows: Vec<Row> = Vec::new();
+    let mut peaks = Vec::new();
     // 1. Baseline: bare axum.
     {
         let server = Server::baseline(&bins.join("baseline"))?;
@@ -280,19 +328,18 @@ async fn http(
                 }
             }
         }
-        for (server, _) in servers {
+        for (server, label) in servers {
+            peaks.push((label, server.peak_resident()));
             server.stop();
         }
     }
-
-    print_http(&rows);
-    Ok(())
+    Ok(HttpRun { rows, peaks })
 }
 
 /// Closed loop for the highest rate, then open loop at a fraction of it for
 /// latencies free of coordinated omission. For async rows, also waits for
 /// the executions to finish and reports how fast they did.
-async fn measure(
+pub(crate) async fn measure(
     scenario: String,
     target: &Target,
     conns: Connections,
@@ -347,24 +394,24 @@ fn conns_label(c: Connections) -> String {
 
 /// Baseline hello's closed-loop rate at `conns`: what every row is
 /// compared with.
-fn baseline_rate(rows: &[Row], conns: Connections) -> f64 {
+pub(crate) fn baseline_rate(rows: &[Row], conns: Connections) -> f64 {
     rows.iter()
         .find(|b| b.scenario == "baseline: hello" && b.conns == conns)
         .map_or(f64::NAN, |b| b.max_rate)
 }
 
 fn print_http(rows: &[Row]) {
-    println!("\n## HTTP scenarios\n");
-    println!(
+    out!("\n## HTTP scenarios\n");
+    out!(
         "req/s: closed-loop maximum; vs baseline: over baseline hello at the same connections. Latencies: an open-loop run at `open req/s` (the given fraction of the maximum, at most 500/s per connection), counted from the scheduled send time whenever the server was behind (no coordinated omission).\n"
     );
-    println!(
+    out!(
         "| scenario | conns | req/s | vs baseline | open req/s | p50 ms | p99 ms | p99.9 ms | errors | executions |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    out!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let base = baseline_rate(rows, r.conns);
-        println!(
+        out!(
             "| {} | {} | {:.0} | {:.1}% | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
             r.scenario,
             conns_label(r.conns),
@@ -384,14 +431,14 @@ fn print_http(rows: &[Row]) {
         .filter_map(|r| r.sustained.map(|s| (r, s)))
         .collect();
     if !sustained.is_empty() {
-        println!(
+        out!(
             "\nSustained: executions reaching `succeeded` per second from the start of the closed-loop run until the queue drained, over baseline hello at the same connections; it counts only with nothing shed.\n"
         );
-        println!("| scenario | conns | sustained/s | vs baseline | shed |");
-        println!("|---|---|---:|---:|---:|");
+        out!("| scenario | conns | sustained/s | vs baseline | shed |");
+        out!("|---|---|---:|---:|---:|");
         for (r, (rate, shed)) in sustained {
             let base = baseline_rate(rows, r.conns);
-            println!(
+            out!(
                 "| {} | {} | {rate:.0} | {:.1}% | {shed} |",
                 r.scenario,
                 conns_label(r.conns),
@@ -402,11 +449,11 @@ fn print_http(rows: &[Row]) {
 }
 
 fn print_micro(timings: &[micro::Timing]) {
-    println!("\n## Micro-benchmarks\n");
-    println!("| what | per op | ops/s |");
-    println!("|---|---:|---:|");
+    out!("\n## Micro-benchmarks\n");
+    out!("| what | per op | ops/s |");
+    out!("|---|---:|---:|");
     for t in timings {
-        println!(
+        out!(
             "| {} | {:.1} us | {:.0} |",
             t.label,
             t.per_op.as_secs_f64() * 1e6,
@@ -423,7 +470,7 @@ fn print_micro(timings: &[micro::Timing]) {
             .map(|t| t.ops_per_sec)
             .reduce(f64::max),
     ) {
-        println!(
+        out!(
             "\nstore: group commit at best is {:.1}x one writer at a time",
             best / one.ops_per_sec
         );
@@ -456,14 +503,14 @@ fn print_machine(root: &Path, work: &Path, profile: &str) -> anyhow::Result<()> 
             .unwrap_or("?")
             .to_string()
     };
-    println!("# hookflow benchmarks\n");
-    println!("- machine: {cores} cores, {cpu}");
-    println!(
+    out!("# hookflow benchmarks\n");
+    out!("- machine: {cores} cores, {cpu}");
+    out!(
         "- disk: 4 KiB write + fdatasync p50 {:.2} ms, max {:.2} ms (200 rounds)",
         fsync_p50.as_secs_f64() * 1e3,
         fsync_max.as_secs_f64() * 1e3
     );
-    println!(
+    out!(
         "- build: {profile} profile; {rustc}; wasmtime {}, axum {}, hyper {}, tokio {}, redb {}",
         version("wasmtime"),
         version("axum"),
@@ -472,7 +519,7 @@ fn print_machine(root: &Path, work: &Path, profile: &str) -> anyhow::Result<()> 
         version("redb")
     );
     if profile != "release" {
-        println!("- note: not a release build; figures are for checking the harness only");
+        out!("- note: not a release build; figures are for checking the harness only");
     }
     Ok(())
 }

@@ -105,13 +105,11 @@ impl Server {
         for p in &problems {
             tracing::error!("{p}");
         }
+        let registry = Arc::new(registry);
         let runner = Runner::new(engine.clone(), store.clone());
-        let resumed = runner
-            .resume_unfinished(&registry, settings.max_resumes)
-            .await;
-        if resumed > 0 {
-            tracing::info!(resumed, "resumed unfinished executions");
-        }
+        // Intake does not wait for a backlog: what was unfinished resumes
+        // in the background while new events are taken.
+        runner.resume_unfinished_later(registry.clone(), settings.max_resumes);
         tokio::spawn(prune_old_executions(store.clone(), settings.retention));
         let admin_token = settings
             .admin_token
@@ -126,7 +124,7 @@ impl Server {
             .map(Secret::new)
             .collect();
         let state = Arc::new(AppState {
-            registry: Arc::new(ArcSwap::from_pointee(registry)),
+            registry: Arc::new(ArcSwap::new(registry)),
             store: store.clone(),
             intake: Intake::new(
                 store,

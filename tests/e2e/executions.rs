@@ -309,6 +309,9 @@ config = { mode = "sleep", ms = 2000 }
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A step's result is durable within the store's flush window (100 ms);
+    // the second step sleeps for 2 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     server.kill();
 
     let again = work.start();

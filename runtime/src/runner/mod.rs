@@ -225,9 +225,19 @@ impl Runner {
             .fetch_sub(body_bytes, Ordering::Relaxed);
     }
 
+    /// [`Runner::resume_unfinished`] in a task of its own, tracked like the
+    /// executions: a start does not wait for a backlog.
+    pub fn resume_unfinished_later(&self, registry: Arc<Registry>, max_resumes: u32) {
+        let runner = self.clone();
+        self.tasks.spawn(async move {
+            runner.resume_unfinished(&registry, max_resumes).await;
+        });
+    }
+
     /// Resumes every execution that was accepted but not finished before the
     /// last stop. Returns how many were resumed. An execution whose
-    /// workflow is not loaded stays queued, untouched, for a later start.
+    /// workflow is not loaded stays queued, untouched, for a later start;
+    /// once shutdown has begun, the rest stay for the next start.
     pub async fn resume_unfinished(&self, registry: &Registry, max_resumes: u32) -> usize {
         // One read of every unfinished record, no bodies: each body is
         // read when its execution gets a running place.
@@ -276,7 +286,7 @@ impl Runner {
         let mut resuming = resuming.into_iter();
         loop {
             let chunk: Vec<_> = resuming.by_ref().take(RESUME_BATCH).collect();
-            if chunk.is_empty() {
+            if chunk.is_empty() || self.tasks.is_closed() {
                 break;
             }
             if let Err(e) = self.store.put_many(chunk.iter().map(|(_, e)| e)).await {
