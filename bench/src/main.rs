@@ -9,6 +9,7 @@ mod growth;
 mod kill;
 mod load;
 mod micro;
+mod reload;
 mod report;
 mod servers;
 
@@ -44,7 +45,8 @@ struct Args {
     /// Run only the HTTP scenarios, or only the micro-benchmarks.
     /// `growth` runs only the cost-as-the-database-grows scenario, which
     /// the full run leaves out (it writes gigabytes).
-    #[arg(long, value_parser = ["http", "micro", "growth"])]
+    /// `reload` times hot reloads (also part of `--report`).
+    #[arg(long, value_parser = ["http", "micro", "growth", "reload"])]
     only: Option<String>,
     /// Growth: finished executions to fill the database with.
     #[arg(long, default_value_t = 1_000_000)]
@@ -168,6 +170,11 @@ async fn main() -> anyhow::Result<()> {
         timings = micro::wasm(&echo_wasm, micro_budget).await?;
         timings.extend(micro::store(work.path(), micro_budget).await?);
         print_micro(&timings);
+    }
+    if args.only.as_deref() == Some("reload") || everything {
+        let timings = reload::run(&bins.join("hookflow"), &root, work.path(), 20).await?;
+        let restart = reload::restart(&bins.join("hookflow"), &root, work.path(), 20).await?;
+        reload::print(&timings, &restart);
     }
     let mut grown = None;
     if args.only.as_deref() == Some("growth") || everything {

@@ -98,6 +98,16 @@ pub struct ServeArgs {
     /// often without finishing ends `failed` instead (no crash loop).
     #[arg(long, env = "HOOKFLOW_MAX_RESUMES", default_value_t = 3)]
     pub max_resumes: u32,
+    /// Where compiled plugins are kept between starts and reloads: native
+    /// code, so a private directory (created owner-only), never inside DIR.
+    /// Default: beside the database, its name with the extension `cache`.
+    #[arg(long, env = "HOOKFLOW_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Look for changes in DIR by scanning it at this interval instead of
+    /// through filesystem events (for filesystems that deliver none, such
+    /// as some network mounts). SIGHUP reloads at any time.
+    #[arg(long, env = "HOOKFLOW_POLL_INTERVAL", value_parser = humantime::parse_duration)]
+    pub poll_interval: Option<std::time::Duration>,
     /// How long finished executions (and their bodies) are kept; older ones
     /// are deleted in the background.
     #[arg(long, env = "HOOKFLOW_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]

@@ -310,6 +310,13 @@ pub struct Execution {
     /// How many times it was resumed after a stop without finishing.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub resumes: u32,
+    /// The workflow version it runs on (see `GET /api/v1/workflows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The version it started on, when it was resumed after a restart on
+    /// a version loaded since (`version` is then the one it finished on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_on_version: Option<String>,
     pub created_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
@@ -340,6 +347,8 @@ impl Execution {
             user: None,
             retry_of: None,
             resumes: 0,
+            version: None,
+            started_on_version: None,
             created_at_ms: event.request.received_at_ms,
             started_at_ms: None,
             finished_at_ms: None,

@@ -78,12 +78,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })
         .await??;
     }
+    let cache_dir = compiled_cache_dir(&args)?;
     let settings = Settings {
         dir: args.dir,
         db: args.db,
         db_cache: usize::try_from(args.db_cache).unwrap_or(usize::MAX),
         admin_token: args.admin_token,
-        engine: EnginePolicy::default(),
+        engine: EnginePolicy {
+            cache_dir: Some(cache_dir),
+            ..EnginePolicy::default()
+        },
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         max_queued_bytes: args.max_queued_bytes,
@@ -92,6 +96,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         api_tokens: args.api_tokens,
         max_resumes: args.max_resumes,
         retention: args.retention,
+        watch: Some(match args.poll_interval {
+            Some(every) => hookflow::registry::watch::Watch::Poll(every),
+            None => hookflow::registry::watch::Watch::Events,
+        }),
     };
     #[cfg(unix)]
     survive_file_size_limit();
@@ -130,6 +138,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         )
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compiled-code cache's directory, created: `--cache-dir`, or beside
+/// the database. Refused inside DIR, whose files are not trusted to be
+/// native code.
+fn compiled_cache_dir(args: &ServeArgs) -> anyhow::Result<std::path::PathBuf> {
+    let dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| args.db.with_extension("cache"));
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the compiled-code cache {}", dir.display()))?;
+    let inside = match (dir.canonicalize(), args.dir.canonicalize()) {
+        (Ok(cache), Ok(watched)) => cache.starts_with(&watched),
+        _ => false,
+    };
+    if inside {
+        anyhow::bail!(
+            "the compiled-code cache {} lies inside the workflow directory {}, whose files are not trusted as native code: choose another with --cache-dir",
+            dir.display(),
+            args.dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 /// A write past the file-size limit (`ulimit -f`) kills a process by

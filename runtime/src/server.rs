@@ -27,7 +27,8 @@ use crate::engine::{Engine, EngineError, EnginePolicy};
 use crate::execution::now_ms;
 use crate::http::HttpError;
 use crate::intake::Intake;
-use crate::registry::{self, Registry};
+use crate::registry::watch::{self, Reloader, Watch};
+use crate::registry::{Loader, Registry};
 use crate::runner::{self, Runner};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -59,6 +60,9 @@ pub struct Settings {
     pub max_resumes: u32,
     /// How long finished executions are kept.
     pub retention: Duration,
+    /// How `dir` is watched for changes to reload; `None`: not watched
+    /// (SIGHUP still reloads).
+    pub watch: Option<Watch>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/run", post(api::run))
         .route("/api/v1/executions", get(api::executions))
         .route("/api/v1/executions/{id}", get(api::execution))
+        .route("/api/v1/workflows", get(api::workflows))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
@@ -101,11 +106,22 @@ impl Server {
         let metrics = metrics_handle();
         let store = Store::open_with_cache(&settings.db, settings.db_cache)?;
         let engine = Engine::new(settings.engine.clone())?;
-        let (registry, problems) = registry::load(&settings.dir, &engine).await;
-        for p in &problems {
-            tracing::error!("{p}");
+        let live = Arc::new(ArcSwap::from_pointee(Registry::default()));
+        let reloader = Arc::new(Reloader::new(
+            Loader::new(&settings.dir, engine.clone()),
+            live.clone(),
+        ));
+        // Watched before the first load, so that a change made while it
+        // loads is not missed.
+        if let Some(how) = settings.watch {
+            let ignore = vec![settings.db.clone(), std::path::absolute(&settings.db)?];
+            if let Err(e) = watch::spawn(reloader.clone(), &settings.dir, how, ignore) {
+                tracing::warn!(error = %e, "cannot watch the workflow directory; SIGHUP reloads it");
+            }
         }
-        let registry = Arc::new(registry);
+        watch::reload_on_sighup(reloader.clone());
+        let registry = reloader.reload("start").await;
+        let problems = registry.problems();
         let runner = Runner::new(engine.clone(), store.clone());
         // Intake does not wait for a backlog: what was unfinished resumes
         // in the background while new events are taken.
@@ -124,7 +140,7 @@ impl Server {
             .map(Secret::new)
             .collect();
         let state = Arc::new(AppState {
-            registry: Arc::new(ArcSwap::new(registry)),
+            registry: live,
             store: store.clone(),
             intake: Intake::new(
                 store,
@@ -394,6 +410,7 @@ mod tests {
             api_tokens: vec!["api-s3cret".into()],
             max_resumes: 3,
             retention: Duration::from_secs(1),
+            watch: None,
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("s3cret"), "{shown}");

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cache;
 mod cli;
 mod executions;
 mod failures;
@@ -13,5 +14,6 @@ mod ingress;
 mod input;
 mod limits;
 mod readme;
+mod reload;
 mod run_api;
 mod signatures;

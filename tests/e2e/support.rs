@@ -29,6 +29,11 @@ pub fn plugin_dir() -> &'static Path {
     })
 }
 
+/// The compiled-code cache the test run's servers share.
+pub fn shared_cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-cache")
+}
+
 /// A temporary workflow directory with the built plugins copied in.
 pub struct Workdir {
     pub tmp: tempfile::TempDir,
@@ -78,12 +83,17 @@ impl Workdir {
 
     /// Starts the server with its log (stderr) appended to `log`, a file.
     pub fn start_logging_to(&self, log: &Path) -> Server {
+        self.start_env_logging_to(&[], log)
+    }
+
+    /// The same, with extra environment variables.
+    pub fn start_env_logging_to(&self, env: &[(&str, &str)], log: &Path) -> Server {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("the log file opens");
-        Server::spawn(&self.dir(), &self.db(), &[], Some(file))
+        Server::spawn(&self.dir(), &self.db(), env, Some(file))
     }
 }
 
@@ -119,6 +129,12 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .env("HOOKFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("HOOKFLOW_LOG", "warn");
+        // One compiled-code cache for every server of the test run: each
+        // plugin is compiled once, not once per server (a test's own
+        // environment may point elsewhere).
+        if !env.iter().any(|(k, _)| *k == "HOOKFLOW_CACHE_DIR") {
+            cmd.env("HOOKFLOW_CACHE_DIR", shared_cache());
+        }
         let started = hookflow_testkit::spawn(&mut cmd, BANNER, Duration::from_secs(120))
             .expect("hookflow starts listening");
         Self {

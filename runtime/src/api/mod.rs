@@ -1,14 +1,16 @@
 //! The API under `/api/v1` (SPEC §5.2, §5.3): run a workflow by name, and
-//! observe executions behind the admin token; plus `/healthz`, `/readyz` and
+//! observe executions and workflows behind the admin token; plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
 mod executions;
 mod health;
 mod run;
+mod workflows;
 
 pub use executions::{execution, executions};
 pub use health::{healthz, metrics, readyz};
 pub use run::run;
+pub use workflows::workflows;
 
 use axum::http::HeaderMap;
 

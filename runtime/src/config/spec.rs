@@ -18,6 +18,8 @@ pub struct WorkflowSpec {
     pub description: String,
     pub enabled: bool,
     pub file: PathBuf,
+    /// SHA-256 of the manifest's text, hex.
+    pub manifest_digest: String,
     /// Lines of `name` and `trigger.path`, for cross-file diagnostics.
     pub name_line: usize,
     pub path_line: usize,

@@ -84,6 +84,7 @@ impl Checker<'_> {
             description: raw.description,
             enabled: raw.enabled,
             file: self.file.to_path_buf(),
+            manifest_digest: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(self.source)),
             name_line,
             path_line,
             trigger,

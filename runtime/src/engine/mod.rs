@@ -10,9 +10,11 @@
 //! crate sees [`Engine`], [`Plugin`], [`StepCall`] and [`StepRun`].
 
 mod bindings;
+mod cache;
 mod host;
 mod wasi;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -56,6 +58,9 @@ pub struct EnginePolicy {
     /// Use the pooling instance allocator (the default, and what a server
     /// wants); `false` maps memory on demand for every instance.
     pub pooling: bool,
+    /// Where compiled plugins are kept between loads (see [`cache`]);
+    /// `None` compiles every load.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for EnginePolicy {
@@ -71,6 +76,7 @@ impl Default for EnginePolicy {
             max_response_header_bytes: 16 * 1024,
             max_error_text: 4 * 1024,
             pooling: true,
+            cache_dir: None,
         }
     }
 }
@@ -112,6 +118,7 @@ pub struct Engine {
     /// one rather than failing when the pool is full.
     instances: Semaphore,
     policy: EnginePolicy,
+    cache: Option<cache::CompiledCache>,
     _ticker: Ticker,
 }
 
@@ -230,10 +237,16 @@ impl Engine {
                 .map_err(|e| EngineError::Setup(e.to_string()))?
         };
 
+        let cache = policy.cache_dir.as_ref().and_then(|dir| {
+            cache::CompiledCache::open(dir, &wasmtime)
+                .inspect_err(|e| tracing::warn!(dir = %dir.display(), error = %e, "no compiled-code cache: plugins are compiled on every load"))
+                .ok()
+        });
         Ok(Arc::new(Self {
             wasmtime,
             linker,
             instances: Semaphore::new(policy.max_instances as usize),
+            cache,
             policy,
             _ticker: Ticker {
                 stop,
@@ -242,17 +255,35 @@ impl Engine {
         }))
     }
 
+    /// The plugin whose bytes are `wasm` (hashing to `digest`) as native
+    /// code: from the compiled-code cache when it holds a sound entry,
+    /// compiled by Cranelift (and kept there) otherwise. Blocking.
+    fn compile(&self, wasm: &[u8], digest: &str) -> Result<Component, EngineError> {
+        if let Some(kept) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.get(&self.wasmtime, digest))
+        {
+            tracing::debug!(%digest, "plugin taken from the compiled-code cache");
+            return Ok(kept);
+        }
+        let component = Component::new(&self.wasmtime, wasm)
+            .map_err(|e| EngineError::Compile(format!("{e:#}")))?;
+        if let Some(cache) = &self.cache {
+            cache.put(digest, &component);
+        }
+        Ok(component)
+    }
+
     /// Compiles and links a plugin, then asks it to describe itself. Runs
     /// the compiler on a blocking thread: never on the request path.
     pub async fn load(self: &Arc<Self>, wasm: Vec<u8>) -> Result<Plugin, EngineError> {
         let digest = hex::encode(Sha256::digest(&wasm));
         let engine = self.clone();
-        let component = tokio::task::spawn_blocking(move || {
-            Component::new(&engine.wasmtime, &wasm)
-                .map_err(|e| EngineError::Compile(format!("{e:#}")))
-        })
-        .await
-        .map_err(|e| EngineError::Compile(e.to_string()))??;
+        let key = digest.clone();
+        let component = tokio::task::spawn_blocking(move || engine.compile(&wasm, &key))
+            .await
+            .map_err(|e| EngineError::Compile(e.to_string()))??;
         let pre = self
             .linker
             .instantiate_pre(&component)

@@ -354,10 +354,12 @@ fn parse_payload(
 
 /// A new `queued` execution of `workflow` for `event`.
 fn new_execution(workflow: &Workflow, event: &Event, trigger: Trigger) -> Execution {
-    Execution::queued(
+    let mut execution = Execution::queued(
         &workflow.spec.name,
         trigger.as_str(),
         event,
         step_records(workflow),
-    )
+    );
+    execution.version = Some(workflow.version.clone());
+    execution
 }

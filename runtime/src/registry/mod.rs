@@ -1,14 +1,21 @@
 //! The registry: every loaded workflow with its compiled plugins, and the
-//! route table, as one immutable snapshot.
+//! route table, as one immutable snapshot; and the loader that builds a
+//! new snapshot from the watched directory (see [`watch`] for when).
 //!
 //! Requests take the snapshot that is current when they arrive (see
 //! [`LiveRegistry`]) and hold the `Arc<Workflow>` they started with, so an
 //! execution runs on the version it began on. Runtime state that must
 //! outlive a snapshot (rate limiters, concurrency slots) is kept by the
 //! runner, keyed by workflow name, not here.
+//!
+//! A load never makes things worse: a manifest that no longer validates,
+//! or names a plugin that does not load, leaves the previous version of
+//! its workflow serving (state `stale`), with the problems reported.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{self, Auth, Diagnostic, StepSpec, WorkflowSpec};
 use crate::engine::{Engine, Plugin};
+use crate::execution::now_ms;
 
 /// The registry being served. Readers take the current snapshot with one
 /// atomic load and no lock.
@@ -26,6 +34,60 @@ pub struct Workflow {
     pub spec: WorkflowSpec,
     /// One compiled plugin per step, in step order.
     pub plugins: Vec<Arc<Plugin>>,
+    /// This version's content address: SHA-256 over the manifest's text
+    /// and each step's plugin digest, hex.
+    pub version: String,
+    /// When this version was loaded, in ms since the epoch.
+    pub loaded_at_ms: u64,
+}
+
+impl Workflow {
+    pub fn new(spec: WorkflowSpec, plugins: Vec<Arc<Plugin>>) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(spec.manifest_digest.as_bytes());
+        for p in &plugins {
+            hash.update(b"\0");
+            hash.update(p.digest.as_bytes());
+        }
+        Self {
+            spec,
+            plugins,
+            version: hex::encode(hash.finalize()),
+            loaded_at_ms: now_ms(),
+        }
+    }
+}
+
+/// How the last load went for one manifest file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadState {
+    /// The file's current content serves.
+    Loaded,
+    /// The file's current content has problems; the version loaded from
+    /// it before keeps serving.
+    Stale,
+    /// The file has problems and no earlier version of it serves.
+    Failed,
+}
+
+/// One manifest file in the last load: its state, the workflow serving
+/// from it (if any), and its problems.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub file: PathBuf,
+    pub state: LoadState,
+    pub workflow: Option<Arc<Workflow>>,
+    pub problems: Vec<Diagnostic>,
+}
+
+impl std::fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workflow")
+            .field("name", &self.spec.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Default)]
@@ -36,10 +98,23 @@ pub struct Registry {
     /// takes the same time whatever the token, and no token is kept as a
     /// map key.
     by_token: HashMap<[u8; 32], Arc<Workflow>>,
+    /// One entry per manifest file the load looked at, by file.
+    files: Vec<FileReport>,
+    /// Problems not tied to one manifest (the directory itself).
+    general: Vec<Diagnostic>,
+    /// When this snapshot was made, in ms since the epoch.
+    pub loaded_at_ms: u64,
 }
 
 fn token_digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
+}
+
+fn tokens(spec: &WorkflowSpec) -> Vec<[u8; 32]> {
+    match &spec.trigger.auth {
+        Auth::PathToken { secrets } => secrets.iter().map(|s| token_digest(s.expose())).collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl Registry {
@@ -69,80 +144,252 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
+
+    /// Each manifest file of the last load, by file name.
+    pub fn files(&self) -> &[FileReport] {
+        &self.files
+    }
+
+    /// Every problem of the last load, those that left an older version
+    /// serving included.
+    pub fn problems(&self) -> Vec<Diagnostic> {
+        self.general
+            .iter()
+            .chain(self.files.iter().flat_map(|f| &f.problems))
+            .cloned()
+            .collect()
+    }
+
+    /// Serves `workflow`, unless its name, path or a path token is taken
+    /// already: then says by whom.
+    fn add(&mut self, workflow: Arc<Workflow>) -> Result<(), String> {
+        let spec = &workflow.spec;
+        let tokens = tokens(spec);
+        let taken =
+            self.by_name
+                .get(&spec.name)
+                .map(|w| {
+                    format!(
+                        "the name `{}` is used by {}",
+                        spec.name,
+                        w.spec.file.display()
+                    )
+                })
+                .or_else(|| {
+                    let path = &spec.trigger.path;
+                    (!path.is_empty())
+                        .then(|| self.by_path.get(path))
+                        .flatten()
+                        .map(|w| format!("the path `{path}` is used by {}", w.spec.file.display()))
+                })
+                .or_else(|| {
+                    tokens.iter().find_map(|t| self.by_token.get(t)).map(|w| {
+                        format!("a path token is already used by workflow `{}`", w.spec.name)
+                    })
+                });
+        if let Some(taken) = taken {
+            return Err(taken);
+        }
+        for t in tokens {
+            self.by_token.insert(t, workflow.clone());
+        }
+        if !spec.trigger.path.is_empty() {
+            self.by_path
+                .insert(spec.trigger.path.clone(), workflow.clone());
+        }
+        self.by_name.insert(spec.name.clone(), workflow);
+        Ok(())
+    }
 }
 
-/// Loads every manifest in `dir` and compiles its plugins (each distinct
-/// wasm file once). A workflow with any problem is left out and its
-/// problems returned; the rest are loaded.
-pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic>) {
-    let (specs, mut problems) = config::load_dir(dir);
-    let mut compiled: HashMap<std::path::PathBuf, Arc<Plugin>> = HashMap::new();
-    let mut registry = Registry::default();
-    'workflows: for spec in specs {
+/// Builds registries from the watched directory, compiling each distinct
+/// plugin once: a plugin whose bytes did not change since an earlier load
+/// is not compiled again.
+pub struct Loader {
+    dir: PathBuf,
+    engine: Arc<Engine>,
+    /// Compiled plugins by the SHA-256 of their bytes, those of the last
+    /// load.
+    compiled: tokio::sync::Mutex<HashMap<String, Arc<Plugin>>>,
+}
+
+impl Loader {
+    pub fn new(dir: &Path, engine: Arc<Engine>) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            engine,
+            compiled: tokio::sync::Mutex::default(),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Loads every manifest in the directory and compiles its plugins.
+    /// Where a file has problems, the workflow `previous` served from it
+    /// keeps serving; a file that is gone takes its workflow with it. When
+    /// the directory itself cannot be read, `previous` serves on whole.
+    pub async fn load(&self, previous: &Registry) -> Registry {
+        let mut compiled = self.compiled.lock().await;
+        let dir = self.dir.clone();
+        let (specs, problems) = tokio::task::spawn_blocking(move || config::load_dir(&dir))
+            .await
+            .unwrap_or_else(|e| {
+                let problem = Diagnostic::file(&self.dir, format!("reading it failed: {e}"));
+                (Vec::new(), vec![problem])
+            });
+        let mut by_file: BTreeMap<PathBuf, Vec<Diagnostic>> = BTreeMap::new();
+        let mut general = Vec::new();
+        let manifests: HashSet<PathBuf> = config::manifest_files(&self.dir)
+            .map(|files| files.into_iter().collect())
+            .unwrap_or_default();
+        for p in problems {
+            if manifests.contains(&p.file) {
+                by_file.entry(p.file.clone()).or_default().push(p);
+            } else {
+                general.push(p);
+            }
+        }
+        if manifests.is_empty() && !general.is_empty() {
+            // The directory is gone or unreadable (being replaced, say):
+            // nothing changes until it is back.
+            return Registry {
+                by_name: previous.by_name.clone(),
+                by_path: previous.by_path.clone(),
+                by_token: previous.by_token.clone(),
+                files: previous.files.clone(),
+                general,
+                loaded_at_ms: now_ms(),
+            };
+        }
+
+        let mut fresh: Vec<Arc<Workflow>> = Vec::new();
+        let mut in_use: HashMap<String, Arc<Plugin>> = HashMap::new();
+        for spec in specs {
+            match self.compile(&spec, &mut compiled, &mut in_use).await {
+                Ok(plugins) => fresh.push(Arc::new(Workflow::new(spec, plugins))),
+                Err(found) => by_file.entry(spec.file.clone()).or_default().extend(found),
+            }
+        }
+        *compiled = in_use;
+        drop(compiled);
+
+        let mut registry = Registry {
+            general,
+            loaded_at_ms: now_ms(),
+            ..Registry::default()
+        };
+        for workflow in fresh {
+            let file = workflow.spec.file.clone();
+            match registry.add(workflow.clone()) {
+                Ok(()) => registry.files.push(FileReport {
+                    file,
+                    state: LoadState::Loaded,
+                    workflow: Some(workflow),
+                    problems: Vec::new(),
+                }),
+                Err(taken) => by_file
+                    .entry(file.clone())
+                    .or_default()
+                    .push(Diagnostic::file(&file, taken)),
+            }
+        }
+        // Files with problems: the version loaded from them before keeps
+        // serving, if nothing new took its name, path or tokens.
+        for (file, mut problems) in by_file {
+            let old = previous
+                .files
+                .iter()
+                .find(|f| f.file == file)
+                .and_then(|f| f.workflow.clone());
+            let (state, workflow) = match old {
+                Some(old) => match registry.add(old.clone()) {
+                    Ok(()) => (LoadState::Stale, Some(old)),
+                    Err(taken) => {
+                        problems.push(Diagnostic::file(
+                            &file,
+                            format!("its previous version cannot keep serving: {taken}"),
+                        ));
+                        (LoadState::Failed, None)
+                    }
+                },
+                None => (LoadState::Failed, None),
+            };
+            registry.files.push(FileReport {
+                file,
+                state,
+                workflow,
+                problems,
+            });
+        }
+        registry.files.sort_by(|a, b| a.file.cmp(&b.file));
+        registry
+    }
+
+    /// The compiled plugins of `spec`'s steps, compiling those not in
+    /// `compiled` (or already in `in_use`), and checks each step's config
+    /// against its plugin's schema.
+    async fn compile(
+        &self,
+        spec: &WorkflowSpec,
+        compiled: &mut HashMap<String, Arc<Plugin>>,
+        in_use: &mut HashMap<String, Arc<Plugin>>,
+    ) -> Result<Vec<Arc<Plugin>>, Vec<Diagnostic>> {
         let mut plugins: Vec<Arc<Plugin>> = Vec::with_capacity(spec.steps.len());
         for step in &spec.steps {
-            if let Some(plugin) = compiled.get(&step.plugin) {
-                plugins.push(plugin.clone());
-                continue;
-            }
-            let loaded = match tokio::fs::read(&step.plugin).await {
-                Ok(wasm) => engine.load(wasm).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("cannot read: {e}")),
+            let problem = |e: String| {
+                vec![step_problem(
+                    spec,
+                    step,
+                    format!("plugin `{}`: {e}", step.plugin_name),
+                )]
             };
-            match loaded {
-                Ok(plugin) => {
-                    let plugin = Arc::new(plugin);
-                    compiled.insert(step.plugin.clone(), plugin.clone());
-                    plugins.push(plugin);
-                }
-                Err(e) => {
-                    problems.push(step_problem(
-                        &spec,
-                        step,
-                        format!("plugin `{}`: {e}", step.plugin_name),
-                    ));
-                    continue 'workflows;
-                }
-            }
-        }
-        let before = problems.len();
-        for (step, plugin) in spec.steps.iter().zip(&plugins) {
-            if let Err(e) = check_config(step, plugin) {
-                problems.push(step_problem(&spec, step, e));
-            }
-        }
-        if problems.len() > before {
-            continue;
-        }
-        let tokens: Vec<[u8; 32]> = match &spec.trigger.auth {
-            Auth::PathToken { secrets } => {
-                secrets.iter().map(|s| token_digest(s.expose())).collect()
-            }
-            _ => Vec::new(),
-        };
-        if let Some(taken) = tokens.iter().find_map(|t| registry.by_token.get(t)) {
-            problems.push(Diagnostic::file(
-                &spec.file,
-                format!(
-                    "a path token is already used by workflow `{}`",
-                    taken.spec.name
+            let wasm = tokio::fs::read(&step.plugin)
+                .await
+                .map_err(|e| problem(format!("cannot read: {e}")))?;
+            let digest = hex::encode(Sha256::digest(&wasm));
+            let known = in_use
+                .get(&digest)
+                .or_else(|| compiled.get(&digest))
+                .cloned();
+            let plugin = match known {
+                Some(plugin) => plugin,
+                None => Arc::new(
+                    self.engine
+                        .load(wasm)
+                        .await
+                        .map_err(|e| problem(e.to_string()))?,
                 ),
-            ));
-            continue;
+            };
+            in_use.insert(digest, plugin.clone());
+            plugins.push(plugin);
         }
-        let workflow = Arc::new(Workflow { spec, plugins });
-        for t in tokens {
-            registry.by_token.insert(t, workflow.clone());
+        let problems: Vec<Diagnostic> = spec
+            .steps
+            .iter()
+            .zip(&plugins)
+            .filter_map(|(step, plugin)| {
+                check_config(step, plugin)
+                    .err()
+                    .map(|e| step_problem(spec, step, e))
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(plugins)
+        } else {
+            Err(problems)
         }
-        if !workflow.spec.trigger.path.is_empty() {
-            registry
-                .by_path
-                .insert(workflow.spec.trigger.path.clone(), workflow.clone());
-        }
-        registry
-            .by_name
-            .insert(workflow.spec.name.clone(), workflow);
     }
+}
+
+/// Loads every manifest in `dir` once (as `hookflow check` and a start
+/// do): the workflows that load, and every problem.
+pub async fn load(dir: &Path, engine: &Arc<Engine>) -> (Registry, Vec<Diagnostic>) {
+    let registry = Loader::new(dir, engine.clone())
+        .load(&Registry::default())
+        .await;
+    let problems = registry.problems();
     (registry, problems)
 }
 

@@ -279,6 +279,7 @@ impl Runner {
             if !same_steps {
                 execution.steps = step_records(workflow);
             }
+            on_current_version(&mut execution, workflow);
             resuming.push((workflow.clone(), execution));
         }
         // The resume counts commit in batches, not one transaction each.
@@ -592,6 +593,24 @@ impl Runner {
             self.store.put_soon(execution)
         })
         .await;
+    }
+}
+
+/// A resumed execution runs on the workflow version loaded now: its steps
+/// still to run name the plugins that will run them, and when the version
+/// is not the one it started on, the record keeps that one as
+/// `started_on_version`.
+fn on_current_version(execution: &mut Execution, workflow: &Workflow) {
+    if execution.version.as_deref() != Some(workflow.version.as_str()) {
+        if execution.started_on_version.is_none() {
+            execution.started_on_version = execution.version.take();
+        }
+        execution.version = Some(workflow.version.clone());
+    }
+    for (record, plugin) in execution.steps.iter_mut().zip(&workflow.plugins) {
+        if record.status != StepStatus::Succeeded {
+            record.plugin_digest.clone_from(&plugin.digest);
+        }
     }
 }
 

@@ -1,0 +1,387 @@
+//! Hot reload (SPEC §8): files changed in the watched directory go live
+//! without a restart and without a failed request; a broken change leaves
+//! the previous version serving and says why.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Manifest, Server, Workdir, plugin_dir};
+
+const NONE: &str = r#"{ kind = "none" }"#;
+/// How long a change may take to go live before a test gives up: generous,
+/// since nothing here measures it (the benchmark does).
+const LIVE_WITHIN: Duration = Duration::from_secs(30);
+
+/// A sync workflow at `/hooks/{path}` whose one step runs
+/// `plugins/{plugin}.wasm` with `config`.
+fn sync_step(path: &str, plugin: &str, config: &str) -> String {
+    Manifest::new(path, NONE)
+        .trigger("mode", "\"sync\"")
+        .step(plugin, config)
+        .to_string()
+}
+
+/// Writes `bytes` to `path` as editors and deploy tools do: to a temporary
+/// file beside it, then renamed over it.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(plugin_dir().join(format!("{name}.wasm"))).unwrap()
+}
+
+/// Polls `check` until it returns `Some`, for up to [`LIVE_WITHIN`].
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(start.elapsed() < LIVE_WITHIN, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sync answer's output for payload `{"n": n}` at `/hooks/{path}`, or
+/// the status when it is not 200.
+async fn answer(server: &Server, path: &str, n: u64) -> Result<(Value, String), u16> {
+    let r = server
+        .post_json(&format!("/hooks/{path}"), &json!({ "n": n }))
+        .await;
+    let status = r.status().as_u16();
+    if status != 200 {
+        return Err(status);
+    }
+    let body: Value = r.json().await.unwrap();
+    let id = body["execution_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((body["output"].clone(), id))
+}
+
+/// The workflows API's entry for `file` (a manifest's file name).
+async fn entry(server: &Server, file: &str) -> Option<Value> {
+    let (status, body) = server.api("/api/v1/workflows").await;
+    assert_eq!(status, 200, "{body}");
+    body["workflows"]
+        .as_array()?
+        .iter()
+        .find(|w| w["file"].as_str().is_some_and(|f| f.ends_with(file)))
+        .cloned()
+}
+
+/// Under a steady stream of requests with more than 100 in flight, a plugin
+/// replaced on disk goes live with no failed request: every answer is the
+/// old version's or the new one's, and each execution records the digest
+/// of the plugin that answered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_plugin_goes_live_under_load_with_no_failed_request() {
+    let work = Workdir::new();
+    let step = work.dir().join("plugins/step.wasm");
+    std::fs::write(&step, wasm("echo")).unwrap();
+    work.manifest("live", &sync_step("live", "step", "{}"));
+    let server = Arc::new(work.start_env(&[("HOOKFLOW_MAX_IN_FLIGHT", "4096")]));
+    let old_digest = entry(&server, "live.toml").await.unwrap()["steps"][0]["digest"].clone();
+
+    // 128 senders, each with its own connection, send until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (new_seen, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..128u64 {
+        let (server, stop) = (server.clone(), stop.clone());
+        let (new_seen, sent) = (new_seen.clone(), sent.clone());
+        let client = reqwest::Client::new();
+        senders.spawn(async move {
+            let mut answers = Vec::new();
+            let mut n = sender * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                sent.fetch_add(1, Ordering::Relaxed);
+                let r = client
+                    .post(server.url("/hooks/live"))
+                    .json(&json!({ "n": n }))
+                    .send()
+                    .await;
+                let r = match r {
+                    Ok(r) => r,
+                    Err(e) => panic!("request {n} failed: {e}"),
+                };
+                assert_eq!(r.status(), 200, "request {n}");
+                let body: Value = r.json().await.unwrap();
+                let output = &body["output"];
+                let new = *output == json!({});
+                assert!(
+                    new || *output == json!({ "n": n }),
+                    "request {n}: neither version answered this: {body}"
+                );
+                if new {
+                    new_seen.fetch_add(1, Ordering::Relaxed);
+                }
+                answers.push((new, body["execution_id"].as_str().unwrap().to_string()));
+            }
+            answers
+        });
+    }
+    // Load is flowing: replace the plugin (json-map: `{}` for config `{}`).
+    eventually("the first hundreds of answers", || {
+        let sent = sent.load(Ordering::Relaxed);
+        async move { (sent > 500).then_some(()) }
+    })
+    .await;
+    replace(&step, &wasm("json_map"));
+    eventually("answers from the new version", || {
+        let seen = new_seen.load(Ordering::Relaxed);
+        async move { (seen > 300).then_some(()) }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    while let Some(done) = senders.join_next().await {
+        answers.extend(done.expect("a sender failed"));
+    }
+    let old: Vec<_> = answers.iter().filter(|(new, _)| !new).collect();
+    assert!(old.len() > 100, "{} old answers", old.len());
+
+    // Pinned: each execution ran, and recorded, the version that answered.
+    let new_digest = entry(&server, "live.toml").await.unwrap()["steps"][0]["digest"].clone();
+    assert_ne!(old_digest, new_digest);
+    for (new, id) in answers.iter().step_by(answers.len() / 50) {
+        let (_, record) = server.api(&format!("/api/v1/executions/{id}")).await;
+        let digest = &record["steps"][0]["plugin_digest"];
+        let expected = if *new { &new_digest } else { &old_digest };
+        assert_eq!(digest, expected, "{record}");
+    }
+}
+
+/// A broken plugin, then a manifest that no longer parses: the version
+/// before keeps answering, and the workflows API shows the problem with
+/// `file:line`; fixing the file loads it.
+#[tokio::test]
+async fn a_broken_change_leaves_the_previous_version_serving() {
+    let work = Workdir::new();
+    let step = work.dir().join("plugins/step.wasm");
+    std::fs::write(&step, wasm("echo")).unwrap();
+    work.manifest("keep", &sync_step("keep", "step", "{}"));
+    let server = work.start();
+    assert_eq!(
+        answer(&server, "keep", 1).await.unwrap().0,
+        json!({ "n": 1 })
+    );
+    let serving = entry(&server, "keep.toml").await.unwrap();
+    assert_eq!(serving["state"], "loaded", "{serving}");
+
+    // Half a plugin, as a slow copy leaves it.
+    let echo = wasm("echo");
+    std::fs::write(&step, &echo[..echo.len() / 2]).unwrap();
+    let stale = eventually("the broken plugin reported", || async {
+        entry(&server, "keep.toml")
+            .await
+            .filter(|e| e["state"] == "stale")
+    })
+    .await;
+    let error = stale["errors"][0]["text"].as_str().unwrap();
+    assert!(
+        error.contains("keep.toml:") && error.contains("step.wasm"),
+        "{stale}"
+    );
+    assert!(stale["errors"][0]["line"].is_u64(), "{stale}");
+    assert_eq!(stale["version"], serving["version"], "{stale}");
+    assert_eq!(
+        answer(&server, "keep", 2).await.unwrap().0,
+        json!({ "n": 2 })
+    );
+
+    // The plugin whole again, then a manifest that does not parse.
+    std::fs::write(&step, &echo).unwrap();
+    eventually("the plugin loaded again", || async {
+        entry(&server, "keep.toml")
+            .await
+            .filter(|e| e["state"] == "loaded")
+    })
+    .await;
+    work.file("keep.toml", "[trigger]\npath = \"keep\"\nmode = \"sync\n");
+    let stale = eventually("the broken manifest reported", || async {
+        entry(&server, "keep.toml")
+            .await
+            .filter(|e| e["state"] == "stale")
+    })
+    .await;
+    assert_eq!(stale["errors"][0]["line"], 3, "{stale}");
+    assert_eq!(
+        answer(&server, "keep", 3).await.unwrap().0,
+        json!({ "n": 3 })
+    );
+
+    // Fixed: the new version serves.
+    work.manifest("keep", &sync_step("keep", "json_map", "{ fixed = true }"));
+    eventually("the fixed manifest live", || async {
+        let (output, _) = answer(&server, "keep", 4).await.ok()?;
+        (output == json!({ "fixed": true })).then_some(())
+    })
+    .await;
+}
+
+/// A new manifest starts answering at its URL; a deleted one answers 404
+/// to new requests while its executions in flight finish on the version
+/// they started on.
+#[tokio::test]
+async fn workflows_come_and_go_without_a_restart() {
+    let work = Workdir::new();
+    work.manifest("first", &sync_step("first", "echo", "{}"));
+    let server = work.start();
+    assert_eq!(answer(&server, "later", 1).await.unwrap_err(), 404);
+
+    let slow = Manifest::new("later", NONE)
+        .step("fail", r#"{ mode = "sleep", ms = 1500 }"#)
+        .step("json_map", r#"{ done = true }"#)
+        .to_string();
+    work.manifest("later", &slow);
+    let id = eventually("the new workflow answering", || async {
+        let r = server.post_json("/hooks/later", &json!({})).await;
+        if r.status() != 202 {
+            return None;
+        }
+        let ack: Value = r.json().await.unwrap();
+        Some(ack["execution_id"].as_str().unwrap().to_string())
+    })
+    .await;
+
+    std::fs::remove_file(work.dir().join("later.toml")).unwrap();
+    eventually("the removed workflow gone", || async {
+        let r = server.post_json("/hooks/later", &json!({})).await;
+        (r.status() == 404).then_some(())
+    })
+    .await;
+    assert!(entry(&server, "later.toml").await.is_none());
+    let done = server.wait_finished(&id, LIVE_WITHIN).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({ "done": true }), "{done}");
+    // The other workflow was never disturbed.
+    assert_eq!(
+        answer(&server, "first", 2).await.unwrap().0,
+        json!({ "n": 2 })
+    );
+}
+
+/// A thousand writes to one manifest in a burst, valid and not: the server
+/// answers throughout and ends on the last version written.
+#[tokio::test]
+async fn a_thousand_rapid_writes_end_on_the_last_valid_version() {
+    let work = Workdir::new();
+    let version = |v: u32| sync_step("burst", "json_map", &format!("{{ v = {v} }}"));
+    work.manifest("burst", &version(0));
+    let server = work.start();
+    assert_eq!(
+        answer(&server, "burst", 1).await.unwrap().0,
+        json!({ "v": 0 })
+    );
+    let path = work.dir().join("burst.toml");
+    for v in 1..=1000u32 {
+        if v % 7 == 0 {
+            // A torn write now and then.
+            std::fs::write(&path, &version(v)[..40]).unwrap();
+        } else if v % 2 == 0 {
+            replace(&path, version(v).as_bytes());
+        } else {
+            std::fs::write(&path, version(v)).unwrap();
+        }
+        if v % 100 == 0 {
+            let (status, _) = server.api("/api/v1/workflows").await;
+            assert_eq!(status, 200, "unresponsive during write {v}");
+            let r = server.post_json("/hooks/burst", &json!({})).await;
+            assert_eq!(r.status(), 200, "during write {v}");
+        }
+    }
+    eventually("the last version live", || async {
+        let (output, _) = answer(&server, "burst", 2).await.ok()?;
+        (output == json!({ "v": 1000 })).then_some(())
+    })
+    .await;
+    assert_eq!(
+        entry(&server, "burst.toml").await.unwrap()["state"],
+        "loaded"
+    );
+}
+
+/// The whole directory replaced at once (moved aside, a new one moved in):
+/// the new one is watched and served.
+#[tokio::test]
+async fn a_directory_replaced_as_a_whole_is_followed() {
+    let work = Workdir::new();
+    work.manifest("swap", &sync_step("swap", "json_map", "{ release = 1 }"));
+    let server = work.start();
+    assert_eq!(
+        answer(&server, "swap", 1).await.unwrap().0,
+        json!({ "release": 1 })
+    );
+
+    let next = work.tmp.path().join("release-2");
+    std::fs::create_dir_all(next.join("plugins")).unwrap();
+    std::fs::write(next.join("plugins/json_map.wasm"), wasm("json_map")).unwrap();
+    std::fs::write(
+        next.join("swap.toml"),
+        sync_step("swap", "json_map", "{ release = 2 }"),
+    )
+    .unwrap();
+    std::fs::rename(work.dir(), work.tmp.path().join("release-1")).unwrap();
+    std::fs::rename(&next, work.dir()).unwrap();
+    eventually("the new directory served", || async {
+        let (output, _) = answer(&server, "swap", 2).await.ok()?;
+        (output == json!({ "release": 2 })).then_some(())
+    })
+    .await;
+    // And watched: a change inside it goes live too.
+    work.manifest("swap", &sync_step("swap", "json_map", "{ release = 3 }"));
+    eventually("a change in the new directory live", || async {
+        let (output, _) = answer(&server, "swap", 3).await.ok()?;
+        (output == json!({ "release": 3 })).then_some(())
+    })
+    .await;
+}
+
+/// With polling (`--poll-interval`) a change is found by scanning; with a
+/// poll too slow to find it, SIGHUP reloads at once.
+#[tokio::test]
+async fn polling_and_sighup_reload_without_events() {
+    let work = Workdir::new();
+    work.manifest("polled", &sync_step("polled", "json_map", "{ v = 1 }"));
+    let server = work.start_env(&[("HOOKFLOW_POLL_INTERVAL", "200ms")]);
+    work.manifest("polled", &sync_step("polled", "json_map", "{ v = 2 }"));
+    eventually("the polled change live", || async {
+        let (output, _) = answer(&server, "polled", 1).await.ok()?;
+        (output == json!({ "v": 2 })).then_some(())
+    })
+    .await;
+    drop(server);
+
+    let server = work.start_env(&[("HOOKFLOW_POLL_INTERVAL", "1h")]);
+    work.manifest("polled", &sync_step("polled", "json_map", "{ v = 3 }"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        answer(&server, "polled", 2).await.unwrap().0,
+        json!({ "v": 2 }),
+        "nothing should have noticed the change yet"
+    );
+    let pid = server.pid().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status();
+    assert!(hup.unwrap().success());
+    eventually("the change live after SIGHUP", || async {
+        let (output, _) = answer(&server, "polled", 3).await.ok()?;
+        (output == json!({ "v": 3 })).then_some(())
+    })
+    .await;
+}
