@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Build plugin sources first (as `hookflow build DIR`).
     #[arg(long)]
     pub build: bool,
+    /// With `--build`: keep watching the plugin sources and build again
+    /// when one changes; the new plugin is reloaded without a restart.
+    #[arg(long, requires = "build")]
+    pub watch: bool,
     /// With `--build`: a directory outside DIR whose crates may be built
     /// as sources; repeatable.
     #[arg(long = "source-root")]

@@ -126,6 +126,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     drop(registry);
+    if args.watch {
+        match hookflow::plugin_build::watch_sources(&settings.dir, &args.source_roots) {
+            Ok(n) => println!("watching {n} plugin source(s); a change builds and reloads"),
+            Err(e) => eprintln!("error: cannot watch the plugin sources: {e}"),
+        }
+    }
     server
         .serve(
             listener,

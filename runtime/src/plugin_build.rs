@@ -7,6 +7,10 @@
 //! `--source-root`: a manifest dropped into the watched directory cannot
 //! make hookflow run code from anywhere else. Each output is written to a temporary file and renamed
 //! into place, so no reader ever sees half a plugin.
+//!
+//! `hookflow serve --build --watch` also watches the source crates and
+//! builds again when one changes ([`watch_sources`]); the new `.wasm` lands
+//! in DIR, where the server's own watch reloads it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -235,4 +239,61 @@ fn install(from: &Path, to: &Path) -> Result<(), BuildError> {
     let tmp = to.with_extension("wasm.partial");
     std::fs::copy(from, &tmp).map_err(fail)?;
     std::fs::rename(&tmp, to).map_err(fail)
+}
+
+/// Watches the source crates the manifests in `dir` name and, once a
+/// change has settled, builds them all again (cargo skips what did not
+/// change). A failed build prints cargo's errors and leaves the last good
+/// `.wasm` in place, so the version serving stays; a good one writes the
+/// new `.wasm` into DIR, which the server reloads. Changes under a crate's
+/// `target/` do not count.
+pub fn watch_sources(dir: &Path, source_roots: &[PathBuf]) -> Result<usize, String> {
+    use notify::{RecursiveMode, Watcher};
+    let targets = build_targets(dir, source_roots).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let in_target = |p: &PathBuf| p.components().any(|c| c.as_os_str() == "target");
+        let change = !matches!(event.kind, notify::EventKind::Access(_));
+        if change && !event.paths.iter().all(in_target) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    for t in &targets {
+        watcher
+            .watch(&t.source, RecursiveMode::Recursive)
+            .map_err(|e| format!("cannot watch {}: {e}", t.source.display()))?;
+    }
+    let (dir, roots) = (dir.to_path_buf(), source_roots.to_vec());
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            if !crate::registry::watch::settle(&mut rx).await {
+                return;
+            }
+            let (dir, roots) = (dir.clone(), roots.clone());
+            let built = tokio::task::spawn_blocking(move || {
+                build_dir(&dir, &roots, &mut std::io::stderr())
+            })
+            .await;
+            match built {
+                Ok(Ok(written)) => {
+                    tracing::info!(plugins = written.len(), "rebuilt the plugin sources");
+                }
+                Ok(Err(e)) => {
+                    eprintln!("{e}");
+                    tracing::error!("the build failed; the last good version keeps serving");
+                }
+                Err(e) => tracing::error!(error = %e, "the build did not finish"),
+            }
+        }
+    });
+    Ok(targets.len())
 }

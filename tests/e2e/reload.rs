@@ -385,3 +385,160 @@ async fn polling_and_sighup_reload_without_events() {
     })
     .await;
 }
+
+/// An execution cut off by a crash resumes on the version loaded at the
+/// next start, and its record says so: `version` is the new one,
+/// `started_on_version` the one it started on, and the step still to run
+/// names the plugin that ran it.
+#[tokio::test]
+async fn a_resumed_execution_runs_on_the_current_version_and_says_so() {
+    let work = Workdir::new();
+    let step = work.dir().join("plugins/step.wasm");
+    std::fs::write(&step, wasm("echo")).unwrap();
+    let slow = Manifest::new("resumed", NONE)
+        .step("fail", r#"{ mode = "sleep", ms = 3000 }"#)
+        .step("step", "{}")
+        .to_string();
+    work.manifest("resumed", &slow);
+    let server = work.start();
+    let started_on = entry(&server, "resumed.toml").await.unwrap()["version"].clone();
+    let r = server.post_json("/hooks/resumed", &json!({ "n": 1 })).await;
+    assert_eq!(r.status(), 202);
+    let ack: Value = r.json().await.unwrap();
+    let id = ack["execution_id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+
+    // While it is down, the second step's plugin changes.
+    std::fs::write(&step, wasm("json_map")).unwrap();
+    let server = work.start();
+    let now = entry(&server, "resumed.toml").await.unwrap();
+    assert_ne!(now["version"], started_on);
+    let done = server.wait_finished(&id, LIVE_WITHIN).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({}), "json-map ran: {done}");
+    assert_eq!(done["version"], now["version"], "{done}");
+    assert_eq!(done["started_on_version"], started_on, "{done}");
+    assert_eq!(done["steps"][1]["plugin_digest"], now["steps"][1]["digest"]);
+}
+
+/// `serve --build --watch`: editing a plugin crate's source builds it again
+/// and the new behaviour answers without a restart; a source that does not
+/// compile leaves the last good version answering.
+#[tokio::test]
+async fn watch_rebuilds_an_edited_plugin_crate() {
+    let work = Workdir::new();
+    let src = work.tmp.path().join("src");
+    let krate = src.join("plugins/watched");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::create_dir_all(src.join("wit")).unwrap();
+    let repo = crate::support::repo_root();
+    std::fs::copy(repo.join("wit/plugin.wit"), src.join("wit/plugin.wit")).unwrap();
+    // The same dependency versions and profile as `plugins/`, built into
+    // its target directory: only this crate compiles.
+    std::fs::copy(repo.join("plugins/Cargo.lock"), krate.join("Cargo.lock")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        r#"[package]
+name = "watched"
+version = "0.1.0"
+edition = "2024"
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+wit-bindgen = "0.61"
+
+[profile.release]
+opt-level = "s"
+lto = true
+codegen-units = 1
+strip = true
+
+[workspace]
+"#,
+    )
+    .unwrap();
+    let source = |answer: &str| {
+        format!(
+            r##"wit_bindgen::generate!({{ path: "../../wit", world: "step" }});
+struct Watched;
+impl Guest for Watched {{
+    fn describe() -> PluginInfo {{
+        PluginInfo {{ name: "watched".into(), version: "0".into(), description: String::new(), config_schema: None }}
+    }}
+    fn run(_input: StepInput) -> Result<StepOutput, StepError> {{
+        Ok(StepOutput {{ output: r#"{answer}"#.into(), halt: false, response: None }})
+    }}
+}}
+export!(Watched);
+"##
+        )
+    };
+    std::fs::write(krate.join("src/lib.rs"), source(r#"{"built":1}"#)).unwrap();
+    work.manifest(
+        "watched",
+        "[trigger]\npath = \"watched\"\nmode = \"sync\"\nauth = { kind = \"none\" }\n\n[[steps]]\nsource = \"../src/plugins/watched\"\nplugin = \"plugins/watched.wasm\"\n",
+    );
+    plugin_dir(); // plugins/ built, so its target directory holds the dependencies
+    let mut cmd = crate::support::hookflow();
+    cmd.arg("serve")
+        .arg("--dir")
+        .arg(work.dir())
+        .arg("--db")
+        .arg(work.db())
+        .args(["--build", "--watch", "--source-root"])
+        .arg(&src)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("CARGO_TARGET_DIR", repo.join("plugins/target"))
+        .env("HOOKFLOW_LOG", "warn");
+    let log = work.tmp.path().join("server.log");
+    cmd.stderr(std::fs::File::create(&log).unwrap());
+    let started =
+        hookflow_testkit::spawn(&mut cmd, crate::support::BANNER, Duration::from_secs(300))
+            .expect("hookflow builds and starts");
+    let mut child = started.child;
+    let base = started.listening;
+    let client = reqwest::Client::new();
+    let output = async || -> Option<Value> {
+        let r = client
+            .post(format!("{base}/hooks/watched"))
+            .json(&json!({}))
+            .send()
+            .await
+            .ok()?;
+        let body: Value = r.json().await.ok()?;
+        Some(body["output"].clone())
+    };
+    assert_eq!(output().await, Some(json!({"built": 1})));
+
+    // Broken source: cargo fails, the last good version keeps answering.
+    std::fs::write(krate.join("src/lib.rs"), "this is not rust").unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("the build failed")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no build failure reported"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let printed = std::fs::read_to_string(&log).unwrap();
+    assert!(printed.contains("could not compile `watched`"), "{printed}");
+    assert_eq!(output().await, Some(json!({"built": 1})));
+
+    std::fs::write(krate.join("src/lib.rs"), source(r#"{"built":2}"#)).unwrap();
+    let start = Instant::now();
+    while output().await != Some(json!({"built": 2})) {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the edit never went live"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

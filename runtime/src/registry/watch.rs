@@ -213,7 +213,7 @@ impl Watched {
 
 /// Waits until no change came for [`SETTLE`], or [`MAX_SETTLE`] passed;
 /// `false` when the watcher is gone.
-async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
+pub(crate) async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) -> bool {
     let first = Instant::now();
     loop {
         match tokio::time::timeout(SETTLE, rx.recv()).await {
