@@ -26,7 +26,7 @@ pub const WASM_TARGET: &str = "wasm32-wasip2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    #[error("{}", config::joined(.0, "\n"))]
     Manifests(Vec<Diagnostic>),
     #[error("cannot add the {WASM_TARGET} target: {0}")]
     Target(String),
@@ -249,13 +249,8 @@ fn install(from: &Path, to: &Path) -> Result<(), BuildError> {
 /// `target/` do not count.
 pub fn watch_sources(dir: &Path, source_roots: &[PathBuf]) -> Result<usize, String> {
     use notify::{RecursiveMode, Watcher};
-    let targets = build_targets(dir, source_roots).map_err(|problems| {
-        problems
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
-    })?;
+    let targets =
+        build_targets(dir, source_roots).map_err(|problems| config::joined(&problems, "\n"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };

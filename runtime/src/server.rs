@@ -83,6 +83,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/executions", get(api::executions))
         .route("/api/v1/executions/{id}", get(api::execution))
         .route("/api/v1/workflows", get(api::workflows))
+        .route("/api/v1/workflows/{name}/rollback", post(api::rollback))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
@@ -110,6 +111,7 @@ impl Server {
         let reloader = Arc::new(Reloader::new(
             Loader::new(&settings.dir, engine.clone()),
             live.clone(),
+            store.clone(),
         ));
         // Watched before the first load, so that a change made while it
         // loads is not missed.
@@ -141,6 +143,7 @@ impl Server {
             .collect();
         let state = Arc::new(AppState {
             registry: live,
+            reloader,
             store: store.clone(),
             intake: Intake::new(
                 store,

@@ -14,11 +14,14 @@ use crate::config::Secret;
 use crate::http::Busy;
 use crate::intake::Intake;
 use crate::registry::LiveRegistry;
+use crate::registry::watch::Reloader;
 use crate::runner::{Gate, kib};
 use crate::store::Store;
 
 pub struct AppState {
     pub registry: LiveRegistry,
+    /// Reloads the registry; rolls workflows back.
+    pub reloader: Arc<Reloader>,
     pub store: Store,
     pub intake: Intake,
     /// The admin token for `/api/v1`; `None` turns the API off.

@@ -542,3 +542,99 @@ export!(Watched);
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `POST /api/v1/workflows/{name}/rollback`: every version loaded is kept;
+/// a rollback serves the one before at once, and the one before that on a
+/// second call, across a restart, until the workflow's files change.
+#[tokio::test]
+async fn rollback_serves_the_version_before_until_the_files_change() {
+    let work = Workdir::new();
+    let version = |v: u32| sync_step("roll", "json_map", &format!("{{ v = {v} }}"));
+    work.manifest("roll", &version(1));
+    let server = work.start();
+    let rollback = async |server: &Server, name: &str| -> (u16, Value) {
+        let r = server
+            .client
+            .post(server.url(&format!("/api/v1/workflows/{name}/rollback")))
+            .bearer_auth(crate::support::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    };
+    let answers = async |server: &Server, v: u32| {
+        answer(server, "roll", 0).await.ok().map(|(o, _)| o) == Some(json!({ "v": v }))
+    };
+    let (status, body) = rollback(&server, "roll").await;
+    assert_eq!(status, 409, "nothing earlier is kept yet: {body}");
+    assert_eq!(rollback(&server, "nope").await.0, 404);
+
+    for v in 2..=3 {
+        work.manifest("roll", &version(v));
+        eventually("the new version live", || async {
+            answers(&server, v).await.then_some(())
+        })
+        .await;
+    }
+    let listed = eventually("three versions kept", || async {
+        entry(&server, "roll.toml")
+            .await
+            .filter(|e| e["history"].as_array().is_some_and(|h| h.len() == 3))
+    })
+    .await;
+    let history: Vec<String> = listed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["version"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed["history"][0]["serving"], true, "{listed}");
+
+    let (status, body) = rollback(&server, "roll").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], history[1]);
+    assert_eq!(body["rolled_back_from"], history[0]);
+    assert!(answers(&server, 2).await, "the rollback serves at once");
+    let listed = entry(&server, "roll.toml").await.unwrap();
+    assert_eq!(listed["rolled_back"], true, "{listed}");
+    assert_eq!(listed["version"], history[1]);
+    assert_eq!(listed["history"][1]["serving"], true, "{listed}");
+
+    assert_eq!(rollback(&server, "roll").await.0, 200);
+    assert!(answers(&server, 1).await);
+    drop(server);
+
+    // A restart keeps serving the rolled-back version.
+    let server = work.start();
+    assert!(
+        answers(&server, 1).await,
+        "the rollback did not survive a restart"
+    );
+    assert_eq!(
+        entry(&server, "roll.toml").await.unwrap()["rolled_back"],
+        true
+    );
+
+    // The files change: they serve again, and the rollback is over.
+    work.manifest("roll", &version(4));
+    eventually("the edited files live", || async {
+        answers(&server, 4).await.then_some(())
+    })
+    .await;
+    let listed = entry(&server, "roll.toml").await.unwrap();
+    assert_eq!(listed["rolled_back"], false, "{listed}");
+    let v4 = listed["version"].clone();
+
+    // Files put back to an earlier version: it moves to the front of the
+    // history, so a rollback returns to what served just before it.
+    work.manifest("roll", &version(3));
+    eventually("version 3 first in the history", || async {
+        let listed = entry(&server, "roll.toml").await?;
+        (listed["history"][0]["version"] == history[0].as_str()).then_some(listed)
+    })
+    .await;
+    let (status, body) = rollback(&server, "roll").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["version"], v4);
+    assert!(answers(&server, 4).await);
+}

@@ -10,7 +10,7 @@ mod workflows;
 pub use executions::{execution, executions};
 pub use health::{healthz, metrics, readyz};
 pub use run::run;
-pub use workflows::workflows;
+pub use workflows::{rollback, workflows};
 
 use axum::http::HeaderMap;
 

@@ -1,10 +1,11 @@
 //! Workflows, behind the admin token: what the last load of the watched
-//! directory left serving, file by file.
+//! directory left serving, file by file, with the versions kept of each;
+//! and rollback to the version before.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
@@ -12,6 +13,7 @@ use super::require_admin;
 use crate::config::Diagnostic;
 use crate::http::HttpError;
 use crate::registry::Workflow;
+use crate::registry::watch::RollbackError;
 use crate::state::AppState;
 
 /// `GET /api/v1/workflows`: one entry per manifest file with its load
@@ -25,21 +27,34 @@ pub async fn workflows(
 ) -> Result<Json<Value>, HttpError> {
     require_admin(&state, &headers)?;
     let registry = state.registry.load_full();
-    let files: Vec<Value> = registry
-        .files()
-        .iter()
-        .map(|f| {
-            let mut entry = json!({
-                "file": f.file.display().to_string(),
-                "state": f.state,
-                "errors": f.problems.iter().map(problem).collect::<Vec<_>>(),
-            });
-            if let Some(w) = &f.workflow {
-                serving(&mut entry, w);
-            }
-            entry
-        })
-        .collect();
+    let mut files: Vec<Value> = Vec::new();
+    for f in registry.files() {
+        let mut entry = json!({
+            "file": f.file.display().to_string(),
+            "state": f.state,
+            "rolled_back": f.rolled_back,
+            "errors": f.problems.iter().map(problem).collect::<Vec<_>>(),
+        });
+        if let Some(w) = &f.workflow {
+            serving(&mut entry, w);
+            let history = state
+                .store
+                .history(&w.spec.name)
+                .await
+                .map_err(HttpError::store_read)?;
+            entry["history"] = history
+                .iter()
+                .map(|k| {
+                    json!({
+                        "version": k.version,
+                        "loaded_at_ms": k.loaded_at_ms,
+                        "serving": k.version == w.version,
+                    })
+                })
+                .collect();
+        }
+        files.push(entry);
+    }
     let general: Vec<Value> = registry
         .problems()
         .iter()
@@ -51,6 +66,31 @@ pub async fn workflows(
         "errors": general,
         "reloaded_at_ms": registry.loaded_at_ms,
     })))
+}
+
+/// `POST /api/v1/workflows/{name}/rollback`: serves the version kept
+/// before the one serving, until the workflow's files change; `200` with
+/// the version now serving, `404` for a workflow not loaded, `409` when no
+/// earlier version is kept or it cannot serve any more.
+pub async fn rollback(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    require_admin(&state, &headers)?;
+    let from = state.registry.load().get(&name).map(|w| w.version.clone());
+    match state.reloader.rollback(&name).await {
+        Ok(version) => Ok(Json(json!({
+            "name": name,
+            "version": version,
+            "rolled_back_from": from,
+        }))),
+        Err(e @ RollbackError::Unknown(_)) => Err(HttpError::NotFound(e.to_string())),
+        Err(e @ (RollbackError::NoEarlier(_) | RollbackError::Unusable(_))) => {
+            Err(HttpError::Conflict(e.to_string()))
+        }
+        Err(RollbackError::Store(e)) => Err(HttpError::store_read(e)),
+    }
 }
 
 fn serving(entry: &mut Value, w: &Workflow) {

@@ -41,6 +41,15 @@ pub fn line_of(source: &str, offset: usize) -> usize {
         + 1
 }
 
+/// Problems as one text, each as `file:line: message`, separated by `sep`.
+pub fn joined(problems: &[Diagnostic], sep: &str) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.line {

@@ -18,9 +18,11 @@ mod units;
 mod validate;
 
 pub use auth::{Auth, Encoding, Secret, decode_standard_secret};
-pub use diagnostic::Diagnostic;
+pub use diagnostic::{Diagnostic, joined};
 pub use input::{FieldError, FieldType, InputField, InputRules};
-pub use scan::{load_dir, load_file, manifest_files, plugin_for_source, toml_error};
+pub use scan::{
+    load_dir, load_file, manifest_files, parse_manifest, plugin_for_source, toml_error,
+};
 pub use spec::{
     Method, Mode, OnDuplicate, Rate, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,
 };

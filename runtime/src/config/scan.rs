@@ -118,6 +118,19 @@ pub fn load_file(file: &Path, root: &Path) -> Result<WorkflowSpec, Vec<Diagnosti
     let source = read_confined(dir, root, name, MAX_MANIFEST_BYTES)
         .and_then(|bytes| String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_string()))
         .map_err(|e| vec![Diagnostic::file(file, format!("the manifest {e}"))])?;
+    parse_manifest(file, root, &source)
+}
+
+/// Validates `source` as the manifest at `file` (which need not hold it
+/// now: a kept earlier version, say); the files it names are looked up in
+/// the watched directory as it is.
+pub fn parse_manifest(
+    file: &Path,
+    root: &Path,
+    source: &str,
+) -> Result<WorkflowSpec, Vec<Diagnostic>> {
+    let dir = file.parent().unwrap_or(root);
+    let source = source.to_string();
     let raw: RawManifest =
         toml::from_str(&source).map_err(|e| vec![toml_error(file, &source, &e)])?;
     let mut checker = Checker {

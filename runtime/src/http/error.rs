@@ -35,6 +35,8 @@ pub enum HttpError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
     Unavailable(String),
     #[error("the server is shutting down; try again shortly")]
     Draining,
@@ -58,6 +60,7 @@ impl HttpError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             HttpError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            HttpError::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             HttpError::MethodNotAllowed { .. } => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",

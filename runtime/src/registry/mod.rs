@@ -79,6 +79,9 @@ pub struct FileReport {
     pub state: LoadState,
     pub workflow: Option<Arc<Workflow>>,
     pub problems: Vec<Diagnostic>,
+    /// The workflow serves an earlier version than its files hold (a
+    /// rollback), until they change.
+    pub rolled_back: bool,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -158,6 +161,43 @@ impl Registry {
             .chain(self.files.iter().flat_map(|f| &f.problems))
             .cloned()
             .collect()
+    }
+
+    /// Serves `workflow` in place of the workflow of the same name (a
+    /// rollback), marking its file's report; when its path or a token is
+    /// taken by another workflow, the one serving stays and says why.
+    pub fn replace(&mut self, workflow: Arc<Workflow>) -> Result<(), String> {
+        let name = workflow.spec.name.clone();
+        let Some(old) = self.by_name.remove(&name) else {
+            return Err(format!("workflow `{name}` is not loaded"));
+        };
+        self.unroute(&old);
+        if let Err(taken) = self.add(workflow.clone()) {
+            self.add(old).map_err(|_| taken.clone())?;
+            return Err(taken);
+        }
+        for f in &mut self.files {
+            if f.workflow.as_ref().is_some_and(|w| w.spec.name == name) {
+                f.workflow = Some(workflow.clone());
+                f.rolled_back = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes `workflow`'s path and tokens out of the route table.
+    fn unroute(&mut self, workflow: &Workflow) {
+        let spec = &workflow.spec;
+        if self
+            .by_path
+            .get(&spec.trigger.path)
+            .is_some_and(|w| w.spec.name == spec.name)
+        {
+            self.by_path.remove(&spec.trigger.path);
+        }
+        for t in tokens(spec) {
+            self.by_token.remove(&t);
+        }
     }
 
     /// Serves `workflow`, unless its name, path or a path token is taken
@@ -288,6 +328,7 @@ impl Loader {
                     state: LoadState::Loaded,
                     workflow: Some(workflow),
                     problems: Vec::new(),
+                    rolled_back: false,
                 }),
                 Err(taken) => by_file
                     .entry(file.clone())
@@ -321,6 +362,7 @@ impl Loader {
                 state,
                 workflow,
                 problems,
+                rolled_back: false,
             });
         }
         registry.files.sort_by(|a, b| a.file.cmp(&b.file));
@@ -380,6 +422,46 @@ impl Loader {
         } else {
             Err(problems)
         }
+    }
+}
+
+impl Loader {
+    /// Serves a kept version again: its manifest text validated as the file
+    /// it came from (the files it names looked up as DIR is now), its
+    /// plugins from their kept bytes (the compiled-code cache usually has
+    /// them).
+    pub async fn rebuild(&self, kept: &crate::store::KeptVersion) -> Result<Arc<Workflow>, String> {
+        let root = self
+            .dir
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let text = std::str::from_utf8(&kept.manifest).map_err(|e| e.to_string())?;
+        let file = PathBuf::from(&kept.file);
+        let spec = config::parse_manifest(&file, &root, text)
+            .map_err(|problems| config::joined(&problems, "; "))?;
+        let mut plugins = Vec::with_capacity(kept.plugins.len());
+        for bytes in &kept.plugins {
+            let plugin = self
+                .engine
+                .load(bytes.to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+            plugins.push(Arc::new(plugin));
+        }
+        if plugins.len() != spec.steps.len() {
+            return Err("the kept plugins do not match its steps".into());
+        }
+        for (step, plugin) in spec.steps.iter().zip(&plugins) {
+            check_config(step, plugin)?;
+        }
+        let workflow = Workflow::new(spec, plugins);
+        if workflow.version != kept.version {
+            return Err(format!(
+                "it no longer builds to version {} (got {})",
+                kept.version, workflow.version
+            ));
+        }
+        Ok(Arc::new(workflow))
     }
 }
 

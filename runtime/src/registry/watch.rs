@@ -19,10 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use super::{LiveRegistry, Loader, Registry};
+use super::{LiveRegistry, Loader, Registry, Workflow};
+use crate::store::{KeptVersion, Pin, Store, StoreError};
 
 /// Quiet time after the last change before a reload.
 pub const SETTLE: Duration = Duration::from_millis(200);
@@ -34,31 +37,204 @@ pub const MAX_SETTLE: Duration = Duration::from_secs(2);
 pub const RECHECK: Duration = Duration::from_secs(1);
 
 /// Loads the directory again and swaps the result in; one reload at a time.
+/// Also keeps each version loaded (for rollback) and serves the versions
+/// rollbacks pinned.
 pub struct Reloader {
     loader: Loader,
     live: LiveRegistry,
+    store: Store,
+    /// The version this process last kept of each workflow.
+    kept: std::sync::Mutex<HashMap<String, String>>,
     one_at_a_time: tokio::sync::Mutex<()>,
 }
 
+/// Why a rollback did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("no workflow `{0}` is loaded")]
+    Unknown(String),
+    #[error("no earlier version of `{0}` is kept")]
+    NoEarlier(String),
+    #[error("the earlier version cannot serve: {0}")]
+    Unusable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl Reloader {
-    pub fn new(loader: Loader, live: LiveRegistry) -> Self {
+    pub fn new(loader: Loader, live: LiveRegistry, store: Store) -> Self {
         Self {
             loader,
             live,
+            store,
+            kept: std::sync::Mutex::default(),
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Loads the directory and serves the result; logs what changed and
-    /// every problem. Returns the registry now served.
+    /// Loads the directory and serves the result (with the versions
+    /// rollbacks pinned); logs what changed and every problem, and keeps
+    /// the versions loaded for the first time. Returns the registry now
+    /// served.
     pub async fn reload(&self, why: &str) -> Arc<Registry> {
         let _one = self.one_at_a_time.lock().await;
         let previous = self.live.load_full();
-        let next = Arc::new(self.loader.load(&previous).await);
+        let mut next = self.loader.load(&previous).await;
+        self.serve_pins(&previous, &mut next).await;
+        let next = Arc::new(next);
         log_changes(&previous, &next, why);
         self.live.store(next.clone());
+        self.keep_versions(&next).await;
         next
     }
+
+    /// Serves the version before the one serving `name` (among those
+    /// kept) until the workflow's files change; returns it.
+    pub async fn rollback(&self, name: &str) -> Result<String, RollbackError> {
+        {
+            let _one = self.one_at_a_time.lock().await;
+            let live = self.live.load_full();
+            let current = live
+                .get(name)
+                .cloned()
+                .ok_or_else(|| RollbackError::Unknown(name.into()))?;
+            let history = self.store.history(name).await?;
+            let target = match history.iter().position(|k| k.version == current.version) {
+                Some(i) => history.get(i + 1),
+                None => history.first(),
+            }
+            .ok_or_else(|| RollbackError::NoEarlier(name.into()))?
+            .clone();
+            let over = self
+                .store
+                .pins()
+                .await?
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .map_or(current.version.clone(), |(_, pin)| pin.over);
+            let kept = self
+                .store
+                .kept_version(&target.version)
+                .await?
+                .ok_or_else(|| RollbackError::NoEarlier(name.into()))?;
+            self.loader
+                .rebuild(&kept)
+                .await
+                .map_err(RollbackError::Unusable)?;
+            let pin = Pin {
+                version: target.version,
+                over,
+            };
+            self.store.set_pin(name, Some(pin)).await?;
+        }
+        let now = self.reload("rollback").await;
+        Ok(now.get(name).map(|w| w.version.clone()).unwrap_or_default())
+    }
+
+    /// Where a rollback's pin holds (the workflow's files still load as
+    /// the version it was rolled back from), serves the pinned version;
+    /// where the files changed since, lets the pin go.
+    async fn serve_pins(&self, previous: &Registry, next: &mut Registry) {
+        let pins = match self.store.pins().await {
+            Ok(pins) => pins,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read rollback pins");
+                return;
+            }
+        };
+        for (name, pin) in pins {
+            let from_files = next.get(&name).map(|w| w.version.clone());
+            if from_files.as_deref() != Some(pin.over.as_str()) {
+                tracing::info!(workflow = %name, "its files changed since the rollback: serving them");
+                if let Err(e) = self.store.set_pin(&name, None).await {
+                    tracing::error!(workflow = %name, error = %e, "cannot drop a rollback pin");
+                }
+                continue;
+            }
+            let reuse = previous
+                .get(&name)
+                .filter(|w| w.version == pin.version)
+                .cloned();
+            let pinned = match reuse {
+                Some(w) => Ok(w),
+                None => match self.store.kept_version(&pin.version).await {
+                    Ok(Some(kept)) => self.loader.rebuild(&kept).await,
+                    Ok(None) => Err("it is no longer kept".to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            match pinned.and_then(|w| next.replace(w)) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(workflow = %name, version = %pin.version, error = %e, "cannot serve the rolled-back version; serving the files")
+                }
+            }
+        }
+    }
+
+    /// Keeps, for rollback, each version loaded from its files that is
+    /// not the one this process last kept of that workflow (a version kept
+    /// before moves to the front of the history). The files are read again
+    /// and kept only when they still hash to what was loaded.
+    async fn keep_versions(&self, registry: &Registry) {
+        for f in registry.files() {
+            let Some(w) = f
+                .workflow
+                .as_ref()
+                .filter(|_| f.state == super::LoadState::Loaded && !f.rolled_back)
+            else {
+                continue;
+            };
+            let last = self
+                .kept
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&w.spec.name)
+                .cloned();
+            if last.as_ref() == Some(&w.version) {
+                continue;
+            }
+            let Some(kept) = read_version(w).await else {
+                continue; // changed since: the next reload keeps it
+            };
+            match self.store.keep_version(kept).await {
+                Ok(()) => {
+                    self.kept
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(w.spec.name.clone(), w.version.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(workflow = %w.spec.name, error = %e, "cannot keep this version for rollback")
+                }
+            }
+        }
+    }
+}
+
+/// The files of `w` as they are now, if they still hash to it.
+async fn read_version(w: &Workflow) -> Option<KeptVersion> {
+    use sha2::{Digest, Sha256};
+    let manifest = tokio::fs::read(&w.spec.file).await.ok()?;
+    if hex::encode(Sha256::digest(&manifest)) != w.spec.manifest_digest {
+        return None;
+    }
+    let mut plugins = Vec::with_capacity(w.plugins.len());
+    for (step, plugin) in w.spec.steps.iter().zip(&w.plugins) {
+        let bytes = tokio::fs::read(&step.plugin).await.ok()?;
+        if hex::encode(Sha256::digest(&bytes)) != plugin.digest {
+            return None;
+        }
+        plugins.push(bytes::Bytes::from(bytes));
+    }
+    Some(KeptVersion {
+        name: w.spec.name.clone(),
+        version: w.version.clone(),
+        file: w.spec.file.display().to_string(),
+        loaded_at_ms: w.loaded_at_ms,
+        manifest: manifest.into(),
+        plugins,
+    })
 }
 
 fn log_changes(previous: &Registry, next: &Registry, why: &str) {

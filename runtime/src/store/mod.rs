@@ -27,6 +27,9 @@
 
 mod retention;
 mod tables;
+mod versions;
+
+pub use versions::{Kept, KeptVersion, Pin};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,6 +230,14 @@ impl Store {
             txn.open_table(BY_WORKFLOW)
                 .map_err(|e| open_err(e.to_string()))?;
             txn.open_table(UNFINISHED)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(versions::BLOBS)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(versions::VERSIONS)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(versions::HISTORY)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(versions::PINS)
                 .map_err(|e| open_err(e.to_string()))?;
         }
         build_status_index(&txn).map_err(|e| open_err(e.to_string()))?;
@@ -499,7 +510,7 @@ impl Store {
     }
 }
 
-fn read_err(e: impl std::fmt::Display) -> StoreError {
+pub(super) fn read_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Read(e.to_string())
 }
 
