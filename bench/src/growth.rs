@@ -38,8 +38,10 @@ pub struct Growth {
 }
 
 /// Sustained async rate of `server` at 64 connections, over `run_for`;
-/// `None` when the queue did not drain or requests were shed.
-async fn async_rate(server: &Server, run_for: Duration, backlog: u64) -> Option<f64> {
+/// `None` when not asked for (no `run_for`), when the queue did not drain,
+/// or when requests were shed.
+async fn async_rate(server: &Server, run_for: Option<Duration>, backlog: u64) -> Option<f64> {
+    let run_for = run_for?;
     let payload = payload_1k();
     let json = [("content-type", "application/json")];
     let target = Target::new(server.addr, "POST", "/hooks/async", &json, &payload, 202);
@@ -146,10 +148,7 @@ pub async fn run(
     let began = Instant::now();
     let empty = Server::hookflow(bin, workflows, &work.join("empty.redb"))?;
     let ready_empty = began.elapsed();
-    let rate_empty = match rate_for {
-        Some(d) => async_rate(&empty, d, 0).await,
-        None => None,
-    };
+    let rate_empty = async_rate(&empty, rate_for, 0).await;
     empty.stop();
 
     let path = work.join("growth.redb");
@@ -190,38 +189,25 @@ pub async fn run(
     })
     .await;
     reads.push(("get one by id".into(), median, worst));
+    let newest = |workflow: Option<&str>, status: Option<Status>| ListFilter {
+        workflow: workflow.map(String::from),
+        status,
+        limit: 50,
+        ..ListFilter::default()
+    };
     let filters: [(&str, ListFilter); 4] = [
-        (
-            "newest 50 of one workflow",
-            ListFilter {
-                workflow: Some("orders".into()),
-                limit: 50,
-                ..ListFilter::default()
-            },
-        ),
+        ("newest 50 of one workflow", newest(Some("orders"), None)),
         (
             "newest 50 failed (status, 2% of all)",
-            ListFilter {
-                status: Some(Status::Failed),
-                limit: 50,
-                ..ListFilter::default()
-            },
+            newest(None, Some(Status::Failed)),
         ),
         (
             "newest 50 succeeded (status)",
-            ListFilter {
-                status: Some(Status::Succeeded),
-                limit: 50,
-                ..ListFilter::default()
-            },
+            newest(None, Some(Status::Succeeded)),
         ),
         (
             "newest 50 queued (status)",
-            ListFilter {
-                status: Some(Status::Queued),
-                limit: 50,
-                ..ListFilter::default()
-            },
+            newest(None, Some(Status::Queued)),
         ),
     ];
     for (what, filter) in filters {
@@ -252,10 +238,7 @@ pub async fn run(
     let full =
         full.ok_or_else(|| anyhow::anyhow!("hookflow did not start on the filled database"))?;
     // Once the resumed executions have run.
-    let rate_full = match rate_for {
-        Some(d) => async_rate(&full, d, fill.unfinished as u64).await,
-        None => None,
-    };
+    let rate_full = async_rate(&full, rate_for, fill.unfinished as u64).await;
     full.stop();
 
     Ok(Growth {

@@ -255,8 +255,7 @@ pub fn watch_sources(dir: &Path, source_roots: &[PathBuf]) -> Result<usize, Stri
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let in_target = |p: &PathBuf| p.components().any(|c| c.as_os_str() == "target");
-        let change = !matches!(event.kind, notify::EventKind::Access(_));
-        if change && !event.paths.iter().all(in_target) {
+        if crate::registry::watch::is_change(&event) && !event.paths.iter().all(in_target) {
             let _ = tx.send(());
         }
     })

@@ -407,16 +407,7 @@ impl Loader {
             in_use.insert(digest, plugin.clone());
             plugins.push(plugin);
         }
-        let problems: Vec<Diagnostic> = spec
-            .steps
-            .iter()
-            .zip(&plugins)
-            .filter_map(|(step, plugin)| {
-                check_config(step, plugin)
-                    .err()
-                    .map(|e| step_problem(spec, step, e))
-            })
-            .collect();
+        let problems = config_problems(spec, &plugins);
         if problems.is_empty() {
             Ok(plugins)
         } else {
@@ -451,8 +442,9 @@ impl Loader {
         if plugins.len() != spec.steps.len() {
             return Err("the kept plugins do not match its steps".into());
         }
-        for (step, plugin) in spec.steps.iter().zip(&plugins) {
-            check_config(step, plugin)?;
+        let problems = config_problems(&spec, &plugins);
+        if !problems.is_empty() {
+            return Err(config::joined(&problems, "; "));
         }
         let workflow = Workflow::new(spec, plugins);
         if workflow.version != kept.version {
@@ -481,6 +473,19 @@ fn step_problem(spec: &WorkflowSpec, step: &StepSpec, message: String) -> Diagno
         line: Some(step.line),
         message: format!("step `{}`: {message}", step.id),
     }
+}
+
+/// Each step whose `config` does not fit its plugin's schema, as a problem.
+fn config_problems(spec: &WorkflowSpec, plugins: &[Arc<Plugin>]) -> Vec<Diagnostic> {
+    spec.steps
+        .iter()
+        .zip(plugins)
+        .filter_map(|(step, plugin)| {
+            check_config(step, plugin)
+                .err()
+                .map(|e| step_problem(spec, step, e))
+        })
+        .collect()
 }
 
 /// Checks a step's `config` against the JSON Schema its plugin describes

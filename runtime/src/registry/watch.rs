@@ -324,13 +324,18 @@ pub fn spawn(
 /// Whether an event is a change to something that is not ignored. Reads
 /// (hookflow's own, during a reload) are not changes.
 fn counts(event: &notify::Event, ignore: &[PathBuf]) -> bool {
+    is_change(event) && !event.paths.iter().all(|p| ignore.iter().any(|i| p == i))
+}
+
+/// Whether an event changes a file: anything but a read (a file closed
+/// after writing counts).
+pub(crate) fn is_change(event: &notify::Event) -> bool {
     use notify::event::{AccessKind, AccessMode};
-    let change = match event.kind {
+    match event.kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
         EventKind::Access(_) => false,
         _ => true,
-    };
-    change && !event.paths.iter().all(|p| ignore.iter().any(|i| p == i))
+    }
 }
 
 struct Watched {

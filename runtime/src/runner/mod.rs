@@ -323,7 +323,7 @@ impl Runner {
         execution.status = Status::Failed;
         execution.error = Some(message);
         execution.finished_at_ms = Some(now_ms());
-        self.save(&execution).await;
+        self.save(&execution, true).await;
     }
 
     /// Stops taking new work and waits up to `grace` for running executions.
@@ -452,11 +452,7 @@ impl Runner {
         self.counters.finished(execution.status).increment(1);
         // Committed before anyone hears of the end: a sync sender's answer
         // and the admission counts follow the record.
-        if awaited {
-            self.save(&execution).await;
-        } else {
-            self.save_soon(&execution).await;
-        }
+        self.save(&execution, awaited).await;
         self.release(execution.body_len);
         tracing::debug!(id = %execution.id, status = execution.status.as_str(), "execution finished");
         execution
@@ -535,7 +531,7 @@ impl Runner {
                     }
                     // The last step's result commits with the final status.
                     if !is_last && !success.halt {
-                        self.save_soon(execution).await;
+                        self.save(execution, false).await;
                     }
                     return if success.halt {
                         StepEnd::Halt(success.output)
@@ -549,7 +545,7 @@ impl Runner {
                     record.attempts.push(attempt);
                     let out_of_time = limits.timeout < spec.timeout && kind == ErrorKind::Timeout;
                     if kind.is_retryable() && number <= spec.retries.max && !out_of_time {
-                        self.save_soon(execution).await;
+                        self.save(execution, false).await;
                         let wait = backoff(spec.retries, number).min(remaining);
                         tracing::debug!(step = %spec.id, attempt = number, ?wait, "retrying step");
                         tokio::time::sleep(wait).await;
@@ -579,18 +575,16 @@ impl Runner {
     /// Records `execution`, trying again while the store cannot write (a
     /// full disk, a reopen): a step's result or an execution's end is
     /// delayed by an outage, never dropped.
-    async fn save(&self, execution: &Execution) {
-        until_stored(execution.id, "record the execution", || {
-            self.store.put(execution, None)
-        })
-        .await;
-    }
-
-    /// The same without waiting for an fsync: for progress nobody has been
-    /// told about (see [`Store::put_soon`]).
-    async fn save_soon(&self, execution: &Execution) {
-        until_stored(execution.id, "record the execution", || {
-            self.store.put_soon(execution)
+    /// `durable`: resolved once the record is on disk; otherwise once it
+    /// is committed, durable within the store's `FLUSH_WITHIN` (for
+    /// progress nobody has been told about, see [`Store::put_soon`]).
+    async fn save(&self, execution: &Execution, durable: bool) {
+        until_stored(execution.id, "record the execution", || async {
+            if durable {
+                self.store.put(execution, None).await
+            } else {
+                self.store.put_soon(execution).await
+            }
         })
         .await;
     }
@@ -693,7 +687,7 @@ mod tests {
         assert!(done.error.unwrap().contains("internal error"));
         let stored = store.get(id).await.unwrap().unwrap();
         assert_eq!(stored.status, Status::Failed);
-        assert!(store.unfinished().await.unwrap().is_empty());
+        assert!(store.unfinished_records().await.unwrap().is_empty());
         assert_eq!(runner.unfinished(), 0);
         assert_eq!(runner.unfinished_bytes(), 0);
     }

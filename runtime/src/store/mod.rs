@@ -348,7 +348,7 @@ impl Store {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Execution>, StoreError> {
-        self.read(move |db| {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(EXECUTIONS).map_err(read_err)?;
             table
@@ -361,7 +361,7 @@ impl Store {
     }
 
     pub async fn body(&self, id: Uuid) -> Result<Option<Bytes>, StoreError> {
-        self.read(move |db| {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let table = txn.open_table(BODIES).map_err(read_err)?;
             Ok(table
@@ -374,7 +374,7 @@ impl Store {
 
     /// Executions matching `filter`, newest first, at most `filter.limit`.
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<Execution>, StoreError> {
-        self.read(move |db| {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let executions = txn.open_table(EXECUTIONS).map_err(read_err)?;
             let before = filter.before.map_or(u128::MAX, |id| id.as_u128());
@@ -437,29 +437,13 @@ impl Store {
         .await
     }
 
-    /// Ids of executions that were accepted but never finished: what a
-    /// restart must resume.
-    pub async fn unfinished(&self) -> Result<Vec<Uuid>, StoreError> {
-        self.read(|db| {
-            let txn = db.begin_read().map_err(read_err)?;
-            let table = txn.open_table(UNFINISHED).map_err(read_err)?;
-            let mut ids = Vec::new();
-            for entry in table.iter().map_err(read_err)? {
-                let (k, _) = entry.map_err(read_err)?;
-                ids.push(Uuid::from_u128(k.value()));
-            }
-            Ok(ids)
-        })
-        .await
-    }
-
     /// Every execution that was accepted and never finished, oldest first,
     /// read in one transaction (their bodies are not read). A record that
     /// does not decode comes back as its id and the error.
     pub async fn unfinished_records(
         &self,
     ) -> Result<Vec<Result<Execution, (Uuid, StoreError)>>, StoreError> {
-        self.read(|db| {
+        self.blocking(|db| {
             let txn = db.begin_read().map_err(read_err)?;
             let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
             let executions = txn.open_table(EXECUTIONS).map_err(read_err)?;
@@ -492,7 +476,9 @@ impl Store {
         self.write(records, None, true).await.map(drop)
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the open database on a blocking thread (reads, and the
+    /// rare writes that do not go through the writer thread).
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
@@ -806,9 +792,7 @@ fn build_status_index(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
 /// the close undid (`replay`, oldest first): whether the reopened file
 /// takes writes again, before any sender's event is trusted to it.
 fn prove_writable(db: &Database, replay: &[Encoded]) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    let txn = write_txn(db, true)?;
     txn.open_table(META)?
         .insert("opened_ms", crate::execution::now_ms())?;
     {
@@ -874,8 +858,12 @@ impl<'t> Tables<'t> {
     }
 }
 
-/// Commits a batch, durably or not; returns each write's claim, in order.
-fn commit(db: &Database, batch: &[Write], durable: bool) -> Result<Vec<Claim>, redb::Error> {
+/// A write transaction, durable (`Immediate`: persistent when its commit
+/// returns) or not (`None`: made durable by the next durable commit).
+pub(super) fn write_txn(
+    db: &Database,
+    durable: bool,
+) -> Result<redb::WriteTransaction, redb::Error> {
     let mut txn = db.begin_write()?;
     let durability = if durable {
         Durability::Immediate
@@ -884,6 +872,12 @@ fn commit(db: &Database, batch: &[Write], durable: bool) -> Result<Vec<Claim>, r
     };
     txn.set_durability(durability)
         .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    Ok(txn)
+}
+
+/// Commits a batch, durably or not; returns each write's claim, in order.
+fn commit(db: &Database, batch: &[Write], durable: bool) -> Result<Vec<Claim>, redb::Error> {
+    let txn = write_txn(db, durable)?;
     let mut claims = Vec::with_capacity(batch.len());
     {
         let mut tables = Tables::open(&txn)?;

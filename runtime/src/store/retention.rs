@@ -2,7 +2,7 @@
 //! their bodies and index entries, a bounded batch per transaction, on the
 //! writer thread between group commits, so the writer is never held long.
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, ReadableTable};
 use tokio::sync::oneshot;
 
 use super::StoreError;
@@ -36,9 +36,7 @@ pub(super) fn run(db: &Database, prune: Prune) -> bool {
 }
 
 fn delete_old(db: &Database, before_ms: u64, max: usize) -> Result<usize, redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    let txn = super::write_txn(db, true)?;
     let mut deleted = 0;
     {
         let mut executions = txn.open_table(EXECUTIONS)?;

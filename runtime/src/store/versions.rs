@@ -8,11 +8,11 @@
 //! between the writer thread's commits.
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, read_err};
+use super::{Store, StoreError, read_err, write_txn};
 
 /// Versions kept per workflow.
 pub const KEEP: usize = 5;
@@ -77,13 +77,14 @@ impl Store {
     /// workflow past the newest [`KEEP`], and of the bytes no kept version
     /// uses any more.
     pub async fn keep_version(&self, v: KeptVersion) -> Result<(), StoreError> {
-        self.read(move |db| keep(db, &v).map_err(write_err)).await
+        self.blocking(move |db| keep(db, &v).map_err(write_err))
+            .await
     }
 
     /// The versions kept of `workflow`, newest first.
     pub async fn history(&self, workflow: &str) -> Result<Vec<Kept>, StoreError> {
         let workflow = workflow.to_string();
-        self.read(move |db| {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let history = txn.open_table(HISTORY).map_err(read_err)?;
             let mut out = Vec::new();
@@ -106,7 +107,7 @@ impl Store {
     /// Everything `version` is made of, if it is kept.
     pub async fn kept_version(&self, version: &str) -> Result<Option<KeptVersion>, StoreError> {
         let version = version.to_string();
-        self.read(move |db| {
+        self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let versions = txn.open_table(VERSIONS).map_err(read_err)?;
             let blobs = txn.open_table(BLOBS).map_err(read_err)?;
@@ -140,7 +141,7 @@ impl Store {
 
     /// Every pin, by workflow.
     pub async fn pins(&self) -> Result<Vec<(String, Pin)>, StoreError> {
-        self.read(|db| {
+        self.blocking(|db| {
             let txn = db.begin_read().map_err(read_err)?;
             let pins = txn.open_table(PINS).map_err(read_err)?;
             let mut out = Vec::new();
@@ -158,11 +159,9 @@ impl Store {
     /// Pins `workflow` to a version, or (`None`) lets it go.
     pub async fn set_pin(&self, workflow: &str, pin: Option<Pin>) -> Result<(), StoreError> {
         let workflow = workflow.to_string();
-        self.read(move |db| {
+        self.blocking(move |db| {
             let write = || -> Result<(), redb::Error> {
-                let mut txn = db.begin_write()?;
-                txn.set_durability(Durability::Immediate)
-                    .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+                let txn = write_txn(db, true)?;
                 {
                     let mut pins = txn.open_table(PINS)?;
                     match &pin {
@@ -185,9 +184,7 @@ impl Store {
 }
 
 fn keep(db: &Database, v: &KeptVersion) -> Result<(), redb::Error> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+    let txn = write_txn(db, true)?;
     {
         let mut versions = txn.open_table(VERSIONS)?;
         let mut blobs = txn.open_table(BLOBS)?;
