@@ -11,6 +11,13 @@ use serde_json::Value;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// How far past its deadline a stopped step may be recorded as ending on
+/// a loaded two-core machine: the deadline is checked on epoch ticks, and
+/// a guest that yields waits for a worker that other guests may be using.
+/// A bound, not a speed: a timeout that was not enforced runs until the
+/// test's own wait gives up, far beyond it.
+pub const SCHEDULING_SLACK_US: u64 = 10_000_000;
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
