@@ -110,6 +110,7 @@ fn filled(i: usize, open: bool) -> (Execution, bytes::Bytes) {
         error: None,
         logs: Vec::new(),
         logs_dropped_bytes: 0,
+        ..Default::default()
     });
     if failed {
         execution.error = Some("step `echo`: failing as configured".into());

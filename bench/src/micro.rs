@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hookflow::config::Grants;
 use hookflow::engine::{Engine, EnginePolicy, Plugin, StepCall, StepLimits};
 use hookflow::execution::{Event, Execution, RequestMeta, StepRecord, StepStatus};
 use hookflow::store::Store;
@@ -40,7 +41,9 @@ async fn time_calls(engine: &Engine, plugin: &Plugin, event: &Event, budget: Dur
     let limits = StepLimits {
         timeout: Duration::from_secs(5),
         memory: 64 << 20,
+        fuel: None,
     };
+    let grants = Grants::default();
     let call = |attempt| StepCall {
         execution_id: "bench".into(),
         workflow: "bench",
@@ -50,6 +53,7 @@ async fn time_calls(engine: &Engine, plugin: &Plugin, event: &Event, budget: Dur
         config: "{}",
         attempt,
         idempotency_key: "bench:echo".into(),
+        grants: &grants,
     };
     // Warm up: first calls touch fresh pool slots.
     for _ in 0..50 {

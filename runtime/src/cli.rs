@@ -116,6 +116,52 @@ pub struct ServeArgs {
     /// are deleted in the background.
     #[arg(long, env = "HOOKFLOW_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub retention: std::time::Duration,
+    #[command(flatten)]
+    pub caps: CapsArgs,
+}
+
+/// The operator's ceiling on what steps may be granted (SPEC §7).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CapsArgs {
+    /// A host steps may be granted outbound HTTP to (`api.example.com`,
+    /// `*.slack.com:443`, `127.0.0.1:9000`, `10.0.0.0/8`; repeat or
+    /// comma-separate). Without it, any public host. Loopback, private and
+    /// link-local addresses are reachable only when named here, by address,
+    /// network or exact name; `*` does not name them.
+    #[arg(long = "allow-http", env = "HOOKFLOW_ALLOW_HTTP", value_delimiter = ',', value_parser = crate::config::HostPattern::parse)]
+    pub allow_http: Vec<crate::config::HostPattern>,
+    /// The longest `allow.http_timeout` a step may have (and the timeout
+    /// of a step that sets none is 10s or this, if shorter).
+    #[arg(long, env = "HOOKFLOW_HTTP_MAX_TIMEOUT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub http_max_timeout: std::time::Duration,
+    /// The largest `allow.http_max_response` a step may have.
+    #[arg(long, env = "HOOKFLOW_HTTP_MAX_RESPONSE", default_value = "16MiB", value_parser = crate::config::parse_size)]
+    pub http_max_response: u64,
+    /// The largest `allow.http_max_calls` a step may have.
+    #[arg(long, env = "HOOKFLOW_HTTP_MAX_CALLS", default_value_t = 256)]
+    pub http_max_calls: u32,
+    /// The largest value a step may write to a key-value bucket.
+    #[arg(long, env = "HOOKFLOW_KV_MAX_VALUE", default_value = "1MiB", value_parser = crate::config::parse_size)]
+    pub kv_max_value: u64,
+    /// Bytes of keys and values one bucket may hold.
+    #[arg(long, env = "HOOKFLOW_KV_MAX_BUCKET", default_value = "64MiB", value_parser = crate::config::parse_size)]
+    pub kv_max_bucket: u64,
+}
+
+impl CapsArgs {
+    /// The engine's policy with these limits.
+    pub fn apply(&self, policy: &mut crate::engine::EnginePolicy) {
+        let http = &mut policy.http;
+        http.ceiling = self.allow_http.clone();
+        http.max_timeout = self.http_max_timeout;
+        http.timeout = http.timeout.min(self.http_max_timeout);
+        http.max_max_response = self.http_max_response;
+        http.max_response = http.max_response.min(self.http_max_response);
+        http.max_max_calls = self.http_max_calls;
+        http.max_calls = http.max_calls.min(self.http_max_calls);
+        policy.kv.max_value = self.kv_max_value;
+        policy.kv.max_namespace = self.kv_max_bucket;
+    }
 }
 
 /// A token given on the command line or in the environment. Its text is

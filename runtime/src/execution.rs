@@ -170,12 +170,15 @@ pub enum ErrorKind {
     Memory,
     /// The step went past its timeout.
     Timeout,
+    /// The step used up the fuel its workflow allows (`limits.fuel`).
+    Fuel,
 }
 
 impl ErrorKind {
-    /// Retryable errors, traps and timeouts are worth another attempt.
+    /// Retryable errors, traps and timeouts are worth another attempt;
+    /// running out of fuel is not (the same input takes the same fuel).
     pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorKind::Permanent)
+        !matches!(self, ErrorKind::Permanent | ErrorKind::Fuel)
     }
 }
 
@@ -225,7 +228,7 @@ mod base64_bytes {
 pub type Json = Box<RawValue>;
 
 /// One try at running a step.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Attempt {
     pub number: u32,
     pub started_at_ms: u64,
@@ -239,6 +242,60 @@ pub struct Attempt {
     /// Log bytes dropped past the per-attempt cap.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub logs_dropped_bytes: u64,
+    /// The audit trail: each outbound request and key-value write the step
+    /// made or was refused, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_calls: Vec<HostCall>,
+    /// Host calls past the per-attempt cap of the audit trail, counted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub host_calls_dropped: u64,
+    /// Time spent in host calls (outbound requests until their answer
+    /// ended, key-value operations), within `wall_time_us`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub host_time_us: u64,
+    /// Fuel the attempt consumed, when the workflow sets `limits.fuel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+}
+
+/// One use of a granted capability, as the audit trail keeps it. Secret
+/// values are redacted from every field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HostCall {
+    /// An outbound request (`wasi:http/outgoing-handler`).
+    Http {
+        method: String,
+        host: String,
+        port: u16,
+        /// The path, without the query.
+        path: String,
+        /// The answer's status, once it came.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        bytes_out: u64,
+        bytes_in: u64,
+        /// From the request to the end of its answer (or its failure).
+        duration_us: u64,
+        /// Why the request was refused before it was sent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denied: Option<String>,
+        /// Why it failed once sent (connection, timeout, size).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A key-value write (`wasi:keyvalue`), or a bucket refused.
+    Kv {
+        /// `set`, `delete`, `increment` or `open`.
+        op: String,
+        bucket: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        key: String,
+        /// Bytes written (the value's length; 8 for an increment).
+        bytes: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        denied: Option<String>,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {

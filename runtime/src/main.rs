@@ -79,15 +79,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await??;
     }
     let cache_dir = compiled_cache_dir(&args)?;
+    let mut engine = EnginePolicy {
+        cache_dir: Some(cache_dir),
+        ..EnginePolicy::default()
+    };
+    args.caps.apply(&mut engine);
     let settings = Settings {
         dir: args.dir,
         db: args.db,
         db_cache: usize::try_from(args.db_cache).unwrap_or(usize::MAX),
         admin_token: args.admin_token,
-        engine: EnginePolicy {
-            cache_dir: Some(cache_dir),
-            ..EnginePolicy::default()
-        },
+        engine,
         max_in_flight: args.max_in_flight,
         max_queued: args.max_queued,
         max_queued_bytes: args.max_queued_bytes,

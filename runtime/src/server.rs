@@ -107,6 +107,7 @@ impl Server {
         let metrics = metrics_handle();
         let store = Store::open_with_cache(&settings.db, settings.db_cache)?;
         let engine = Engine::new(settings.engine.clone())?;
+        engine.set_kv_backend(Arc::new(store.clone()));
         let live = Arc::new(ArcSwap::from_pointee(Registry::default()));
         let reloader = Arc::new(Reloader::new(
             Loader::new(&settings.dir, engine.clone()),

@@ -4,6 +4,7 @@
 mod support;
 
 mod cache;
+mod caps;
 mod cli;
 mod executions;
 mod failures;

@@ -433,7 +433,11 @@ async fn watch_rebuilds_an_edited_plugin_crate() {
     std::fs::create_dir_all(krate.join("src")).unwrap();
     std::fs::create_dir_all(src.join("wit")).unwrap();
     let repo = crate::support::repo_root();
-    std::fs::copy(repo.join("wit/plugin.wit"), src.join("wit/plugin.wit")).unwrap();
+    std::fs::copy(
+        repo.join("wit/0.1.0/plugin.wit"),
+        src.join("wit/plugin.wit"),
+    )
+    .unwrap();
     // The same dependency versions and profile as `plugins/`, built into
     // its target directory: only this crate compiles.
     std::fs::copy(repo.join("plugins/Cargo.lock"), krate.join("Cargo.lock")).unwrap();

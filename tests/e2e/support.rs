@@ -51,7 +51,7 @@ impl Workdir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = tmp.path().join("workflows/plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for name in ["echo", "json_map", "fail", "respond", "stall"] {
+        for name in ["caps", "echo", "json_map", "fail", "respond", "stall"] {
             std::fs::copy(
                 plugin_dir().join(format!("{name}.wasm")),
                 plugins.join(format!("{name}.wasm")),

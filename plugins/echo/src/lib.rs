@@ -7,7 +7,7 @@
 //! logs one line through the `log` import and one through stdout, so it also
 //! shows how a step's logs are kept.
 
-wit_bindgen::generate!({ path: "../../wit", world: "step" });
+wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
 use hookflow::plugin::log::{Level, log};
 

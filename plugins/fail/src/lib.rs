@@ -24,7 +24,7 @@
 //! With `config.until_attempt = N` the step succeeds from attempt N on, which
 //! shows retries at work.
 
-wit_bindgen::generate!({ path: "../../wit", world: "step" });
+wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
 use hookflow::plugin::types::HttpResponse;
 use serde_json::Value;

@@ -13,7 +13,7 @@
 //! A path that selects nothing yields `null`. A string that must start with a
 //! literal `$` is written `$$...`.
 
-wit_bindgen::generate!({ path: "../../wit", world: "step" });
+wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
 use serde_json::{Value, json};
 

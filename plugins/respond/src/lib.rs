@@ -12,7 +12,7 @@
 //!
 //! The step's output is the body value, and the workflow stops here.
 
-wit_bindgen::generate!({ path: "../../wit", world: "step" });
+wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
 use hookflow::plugin::types::HttpResponse;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 //! interruption cannot reach them: only the host's own outer timeout ends
 //! them.
 
-wit_bindgen::generate!({ path: "../../wit", world: "step" });
+wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
 struct Stall;
 

@@ -237,7 +237,7 @@ const MAX_SECRET_BYTES: u64 = 64 * 1024;
 
 /// `env:NAME`, or `file:PATH`: a regular file inside the workflow
 /// directory (`root`), relative to the manifest's folder (`dir`).
-fn resolve_secret(reference: &str, dir: &Path, root: &Path) -> Result<Secret, String> {
+pub(super) fn resolve_secret(reference: &str, dir: &Path, root: &Path) -> Result<Secret, String> {
     let value = if let Some(var) = reference.strip_prefix("env:") {
         std::env::var(var)
             .map_err(|_| format!("secret `{reference}`: environment variable `{var}` is not set"))?

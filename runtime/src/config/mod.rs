@@ -7,6 +7,7 @@
 //! becomes a [`Diagnostic`] with its file and line, all of them reported
 //! rather than only the first. Nothing here knows about HTTP or wasm.
 
+mod allow;
 mod auth;
 mod diagnostic;
 mod input;
@@ -17,6 +18,7 @@ mod spec;
 mod units;
 mod validate;
 
+pub use allow::{ConfigEntry, Grants, HostPattern, KvGrant, is_public};
 pub use auth::{Auth, Encoding, Secret, decode_standard_secret};
 pub use diagnostic::{Diagnostic, joined};
 pub use input::{FieldError, FieldType, InputField, InputRules};

@@ -4,6 +4,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use std::collections::BTreeMap;
+
+use super::allow::RawAllow;
 use super::auth::Encoding;
 use super::spec::{Method, Mode, OnDuplicate};
 
@@ -21,6 +24,12 @@ pub(super) struct RawManifest {
     pub limits: Option<RawLimits>,
     pub input: Option<Spanned<toml::Table>>,
     pub input_schema: Option<Spanned<String>>,
+    /// Values `allow.config` may name, written as they are.
+    #[serde(default)]
+    pub settings: BTreeMap<String, Spanned<String>>,
+    /// Values `allow.config` may name, as `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<String>>,
 }
 
 pub(super) fn default_true() -> bool {
@@ -88,6 +97,7 @@ pub(super) struct RawStep {
     pub config: Option<toml::Value>,
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<RawRetries>,
+    pub allow: Option<Spanned<RawAllow>>,
 }
 
 #[derive(Deserialize)]
@@ -105,4 +115,5 @@ pub(super) struct RawLimits {
     pub execution_timeout: Option<Spanned<String>>,
     pub memory: Option<Spanned<String>>,
     pub max_receiving: Option<Spanned<String>>,
+    pub fuel: Option<Spanned<u64>>,
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::allow::Grants;
 use super::auth::Auth;
 use super::input::InputRules;
 
@@ -59,6 +60,8 @@ pub struct StepSpec {
     pub config: Value,
     pub timeout: Duration,
     pub retries: Retries,
+    /// What it may do beyond computing (`allow`).
+    pub grants: Grants,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +85,9 @@ pub struct WorkflowLimits {
     /// yet verified or recorded: strangers trickling bodies to it hold at
     /// most this, and no other workflow's room.
     pub max_receiving: u64,
+    /// Fuel each step attempt may consume (wasm instructions, roughly);
+    /// `None`: unlimited (time and memory still are).
+    pub fuel: Option<u64>,
 }
 
 /// A request rate: `count` per `per`.

@@ -2,6 +2,7 @@
 //! durations, sizes, routes and plugin paths checked, every problem
 //! collected with its line rather than stopping at the first.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,6 +11,8 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::MAX_PLUGIN_BYTES;
+use super::allow::{ConfigEntry, ConfigValues, Grants, HostPattern, KvGrant, RawAllow};
+use super::auth::resolve_secret;
 use super::diagnostic::{Diagnostic, line_of};
 use super::names::{check_route, default_step_id, is_slug};
 use super::raw::{RawLimits, RawManifest, RawStep, RawTrigger};
@@ -66,10 +69,11 @@ impl Checker<'_> {
                 "a workflow needs at least one [[steps]] entry",
             ));
         }
+        let values = self.config_values(raw.settings, raw.secrets);
         let mut steps: Vec<StepSpec> = Vec::new();
         for (i, step) in raw.steps.into_iter().enumerate() {
             let span = step.span();
-            let step = self.step(i, step.into_inner(), span.clone());
+            let step = self.step(i, step.into_inner(), span.clone(), &name, &values);
             if steps.iter().any(|s| s.id == step.id) {
                 self.error(
                     span,
@@ -212,7 +216,14 @@ impl Checker<'_> {
         }
     }
 
-    fn step(&mut self, index: usize, raw: RawStep, span: Range<usize>) -> StepSpec {
+    fn step(
+        &mut self,
+        index: usize,
+        raw: RawStep,
+        span: Range<usize>,
+        workflow: &str,
+        values: &ConfigValues,
+    ) -> StepSpec {
         let source = raw.source.as_ref().and_then(|s| {
             let dir = self.dir.join(s.get_ref());
             if dir.join("Cargo.toml").is_file() {
@@ -285,6 +296,10 @@ impl Checker<'_> {
             }
             retries.backoff = self.duration(r.backoff, retries.backoff);
         }
+        let grants = raw
+            .allow
+            .map(|a| self.grants(a.into_inner(), workflow, values))
+            .unwrap_or_default();
         StepSpec {
             id,
             line,
@@ -294,7 +309,117 @@ impl Checker<'_> {
             config,
             timeout,
             retries,
+            grants,
         }
+    }
+
+    /// `[settings]` and `[secrets]`: names checked, secrets resolved.
+    fn config_values(
+        &mut self,
+        settings: BTreeMap<String, Spanned<String>>,
+        secrets: BTreeMap<String, Spanned<String>>,
+    ) -> ConfigValues {
+        let mut values = ConfigValues::default();
+        for (name, value) in settings {
+            if !is_config_name(&name) {
+                self.error(value.span(), bad_config_name(&name));
+            }
+            values.settings.insert(name, value);
+        }
+        for (name, reference) in secrets {
+            if !is_config_name(&name) {
+                self.error(reference.span(), bad_config_name(&name));
+            }
+            if values.settings.contains_key(&name) {
+                self.error(
+                    reference.span(),
+                    format!("`{name}` is in both [settings] and [secrets]: keep one"),
+                );
+            }
+            let secret = resolve_secret(reference.get_ref(), self.dir, self.root)
+                .and_then(|s| {
+                    String::from_utf8(s.expose().to_vec())
+                        .map_err(|_| format!("secret `{name}` is not UTF-8 text"))
+                })
+                .map_err(|e| self.error(reference.span(), e))
+                .ok();
+            values.secrets.insert(name, secret);
+        }
+        values
+    }
+
+    /// A step's `allow` table.
+    fn grants(&mut self, raw: RawAllow, workflow: &str, values: &ConfigValues) -> Grants {
+        let mut grants = Grants::default();
+        for host in raw.http {
+            match HostPattern::parse(host.get_ref()) {
+                Ok(p) => grants.http.push(p),
+                Err(e) => self.error(host.span(), format!("allow.http: {e}")),
+            }
+        }
+        grants.http_timeout = raw
+            .http_timeout
+            .map(|t| self.duration(Some(t), Duration::from_secs(10)));
+        grants.http_max_response = raw.http_max_response.and_then(|m| {
+            parse_size(m.get_ref())
+                .map_err(|e| self.error(m.span(), format!("allow.http_max_response: {e}")))
+                .ok()
+        });
+        if let Some(n) = raw.http_max_calls {
+            if *n.get_ref() == 0 {
+                self.error(
+                    n.span(),
+                    "allow.http_max_calls must be at least 1 (leave `http` out to allow none)",
+                );
+            }
+            grants.http_max_calls = Some(*n.get_ref());
+        }
+        if let Some(kv) = raw.kv {
+            grants.kv = match kv.get_ref() {
+                toml::Value::Boolean(false) => None,
+                toml::Value::Boolean(true) => Some(KvGrant {
+                    bucket: workflow.to_string(),
+                    namespace: format!("workflow/{workflow}"),
+                }),
+                toml::Value::String(name) if is_slug(name) => Some(KvGrant {
+                    bucket: name.clone(),
+                    namespace: format!("shared/{name}"),
+                }),
+                _ => {
+                    self.error(
+                        kv.span(),
+                        "allow.kv must be `true` (the workflow's own bucket) or a bucket name shared by the workflows that name it (lower-case letters, digits, `-` or `_`)",
+                    );
+                    None
+                }
+            };
+        }
+        for name in raw.config {
+            let n = name.get_ref();
+            let entry = if let Some(value) = values.settings.get(n) {
+                Some(ConfigEntry {
+                    name: n.clone(),
+                    value: value.get_ref().clone(),
+                    secret: false,
+                })
+            } else if let Some(secret) = values.secrets.get(n) {
+                // A secret that did not resolve is reported where it is
+                // written.
+                secret.as_ref().map(|value| ConfigEntry {
+                    name: n.clone(),
+                    value: value.clone(),
+                    secret: true,
+                })
+            } else {
+                self.error(
+                    name.span(),
+                    format!("allow.config: `{n}` is in neither [settings] nor [secrets]"),
+                );
+                None
+            };
+            grants.config.extend(entry);
+        }
+        grants
     }
 
     /// Resolves a plugin path and checks that it stays inside the watched
@@ -371,12 +496,19 @@ impl Checker<'_> {
             },
             None => DEFAULT_MAX_RECEIVING.max(max_body),
         };
+        let fuel = raw.fuel.map(|f| {
+            if *f.get_ref() == 0 {
+                self.error(f.span(), "limits.fuel must be more than zero");
+            }
+            *f.get_ref()
+        });
         WorkflowLimits {
             concurrency,
             rate,
             execution_timeout,
             memory,
             max_receiving,
+            fuel,
         }
     }
 
@@ -394,4 +526,18 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// Names in `[settings]` and `[secrets]`: what `wasi:config/store.get`
+/// is asked for.
+fn is_config_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+fn bad_config_name(name: &str) -> String {
+    format!("config name `{name}` must be letters, digits, `_`, `-` or `.` (at most 128)")
 }

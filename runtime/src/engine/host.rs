@@ -1,5 +1,7 @@
-//! Per-call host state: WASI context, resource limits, deadline and the
-//! step's captured logs. One `Host` lives in one `Store` for one call.
+//! Per-call host state: WASI context, resource limits, deadline, the
+//! step's captured logs, and its capabilities (outbound HTTP, key-value,
+//! config) with their audit trail. One `Host` lives in one `Store` for one
+//! call.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +14,13 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{Level, hookflow::plugin::log};
+use wasmtime_wasi_config::WasiConfigVariables;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::bindings::{Level, hookflow::plugin::log, v0_1};
+use super::caps::Audit;
+use super::caps::http::HttpGate;
+use super::caps::kv::KvAccess;
 use crate::execution::LogLine;
 
 /// Log lines of one call, bounded in total bytes. Lines past the cap are
@@ -258,6 +266,24 @@ pub struct Host {
     pub logs: Logs,
     pub deadline: Instant,
     pub timed_out: bool,
+    pub http: WasiHttpCtx,
+    /// Decides each outbound request (the step's `allow.http`).
+    pub gate: HttpGate,
+    /// The `wasi:config` names granted, with their values.
+    pub config: WasiConfigVariables,
+    /// The key-value bucket granted, if any.
+    pub kv: Option<KvAccess>,
+    pub audit: Arc<Audit>,
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.gate,
+            table: &mut self.table,
+            ctx: &mut self.http,
+        }
+    }
 }
 
 impl WasiView for Host {
@@ -282,7 +308,23 @@ impl log::Host for Host {
     }
 }
 
+/// `log` at 0.1.0: the same levels, under their older names.
+impl v0_1::hookflow::plugin::log::Host for Host {
+    fn log(&mut self, level: v0_1::hookflow::plugin::log::Level, message: String) {
+        use v0_1::hookflow::plugin::log::Level as Old;
+        let level = match level {
+            Old::Trace => Level::Trace,
+            Old::Debug => Level::Debug,
+            Old::Info => Level::Info,
+            Old::Warn => Level::Warn,
+            Old::Error => Level::Error,
+        };
+        log::Host::log(self, level, message);
+    }
+}
+
 impl super::bindings::hookflow::plugin::types::Host for Host {}
+impl v0_1::hookflow::plugin::types::Host for Host {}
 
 #[cfg(test)]
 mod tests {

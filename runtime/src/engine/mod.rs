@@ -3,35 +3,44 @@
 //! call.
 //!
 //! Policy, in one place: Cranelift only; the pooling instance allocator; an
-//! epoch ticker thread shared by every call, driving deadlines; a memory cap
-//! per instance that traps when exceeded; WASI with no filesystem preopens,
-//! no environment and no sockets; stdout and stderr captured into the step's
-//! logs, capped. wasmtime types stay inside this module: the rest of the
-//! crate sees [`Engine`], [`Plugin`], [`StepCall`] and [`StepRun`].
+//! epoch ticker thread shared by every call, driving deadlines; fuel
+//! metering, limited when a workflow sets `limits.fuel`; a memory cap per
+//! instance that traps when exceeded; WASI with no filesystem preopens, no
+//! environment and no sockets; stdout and stderr captured into the step's
+//! logs, capped; the capabilities of [`caps`] as far as the step's grant
+//! goes. wasmtime types stay inside this module: the rest of the crate sees
+//! [`Engine`], [`Plugin`], [`StepCall`] and [`StepRun`].
 
 mod bindings;
 mod cache;
+pub mod caps;
 mod host;
 mod wasi;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy,
     UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi_config::{WasiConfig, WasiConfigVariables};
+use wasmtime_wasi_http::WasiHttpCtx;
 
-use crate::execution::{ErrorKind, Event, Json, LogLine, ShapedResponse, StepError};
-use bindings::{Step, StepPre};
+use crate::config::Grants;
+use crate::execution::{ErrorKind, Event, HostCall, Json, LogLine, ShapedResponse, StepError};
+use bindings::StepPre;
+use caps::http::{HttpGate, HttpLimits};
+use caps::kv::{KvAccess, KvBackend};
+use caps::{Audit, HttpPolicy, KvPolicy, Redactor};
 use host::{CapturePipe, Host, Limiter, Logs, floor_char_boundary};
 
 /// Engine-wide limits, fixed at start.
@@ -61,6 +70,10 @@ pub struct EnginePolicy {
     /// Where compiled plugins are kept between loads (see [`cache`]);
     /// `None` compiles every load.
     pub cache_dir: Option<PathBuf>,
+    /// Outbound HTTP: the operator's ceiling and defaults.
+    pub http: HttpPolicy,
+    /// Key-value limits.
+    pub kv: KvPolicy,
 }
 
 impl Default for EnginePolicy {
@@ -77,6 +90,8 @@ impl Default for EnginePolicy {
             max_error_text: 4 * 1024,
             pooling: true,
             cache_dir: None,
+            http: HttpPolicy::default(),
+            kv: KvPolicy::default(),
         }
     }
 }
@@ -119,6 +134,10 @@ pub struct Engine {
     instances: Semaphore,
     policy: EnginePolicy,
     cache: Option<cache::CompiledCache>,
+    /// TLS for outbound requests, built once.
+    tls: Arc<rustls::ClientConfig>,
+    /// Where granted key-value buckets live (the database), once set.
+    kv: OnceLock<Arc<dyn KvBackend>>,
     _ticker: Ticker,
 }
 
@@ -136,6 +155,8 @@ pub struct Plugin {
 pub struct StepLimits {
     pub timeout: Duration,
     pub memory: usize,
+    /// Fuel the attempt may consume (`limits.fuel`); `None`: unlimited.
+    pub fuel: Option<u64>,
 }
 
 /// The input of one step call.
@@ -148,6 +169,8 @@ pub struct StepCall<'a> {
     pub config: &'a str,
     pub attempt: u32,
     pub idempotency_key: String,
+    /// What the step may do beyond computing.
+    pub grants: &'a Grants,
 }
 
 /// A step's successful result.
@@ -166,6 +189,13 @@ pub struct StepRun {
     pub logs_dropped_bytes: u64,
     pub wall_time: Duration,
     pub peak_memory: usize,
+    /// Outbound requests and key-value writes, sent or refused.
+    pub host_calls: Vec<HostCall>,
+    pub host_calls_dropped: u64,
+    /// Time in host calls, within `wall_time`.
+    pub host_time: Duration,
+    /// Fuel consumed, when the call had a fuel limit.
+    pub fuel: Option<u64>,
 }
 
 /// Bytes of each pooled memory, table and stack kept resident between
@@ -205,6 +235,7 @@ impl Engine {
             .strategy(Strategy::Cranelift)
             .wasm_component_model(true)
             .epoch_interruption(true)
+            .consume_fuel(true)
             .allocation_strategy(if policy.pooling {
                 InstanceAllocationStrategy::Pooling(pool)
             } else {
@@ -213,10 +244,7 @@ impl Engine {
         let wasmtime =
             wasmtime::Engine::new(&config).map_err(|e| EngineError::Setup(e.to_string()))?;
 
-        let mut linker = Linker::new(&wasmtime);
-        wasi::add_to_linker(&mut linker).map_err(|e| EngineError::Setup(e.to_string()))?;
-        Step::add_to_linker::<Host, wasmtime::component::HasSelf<Host>>(&mut linker, |h| h)
-            .map_err(|e| EngineError::Setup(e.to_string()))?;
+        let linker = linker(&wasmtime).map_err(|e| EngineError::Setup(format!("{e:#}")))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -247,12 +275,20 @@ impl Engine {
             linker,
             instances: Semaphore::new(policy.max_instances as usize),
             cache,
+            tls: caps::http::tls_config(),
+            kv: OnceLock::new(),
             policy,
             _ticker: Ticker {
                 stop,
                 thread: Some(thread),
             },
         }))
+    }
+
+    /// Keeps granted key-value buckets in `backend` (the database). Set
+    /// once, before steps run; until then a `kv` grant opens nothing.
+    pub fn set_kv_backend(&self, backend: Arc<dyn KvBackend>) {
+        let _ = self.kv.set(backend);
     }
 
     /// The plugin whose bytes are `wasm` (hashing to `digest`) as native
@@ -293,10 +329,11 @@ impl Engine {
         let limits = StepLimits {
             timeout: Duration::from_secs(5),
             memory: self.policy.max_memory.min(256 << 20),
+            fuel: None,
         };
         // Invariant: the semaphore is never closed.
         let _instance = self.instances.acquire().await;
-        let (mut store, _, _) = self.store(limits);
+        let (mut store, _, _) = self.store(limits, &Grants::default());
         // The epoch deadline stops a describe() that computes forever; this
         // outer timeout stops one blocked inside a host call.
         let describe = async {
@@ -325,8 +362,13 @@ impl Engine {
         })
     }
 
-    /// A fresh store with its own WASI context, limits and deadline.
-    fn store(&self, limits: StepLimits) -> (Store<Host>, CapturePipe, CapturePipe) {
+    /// A fresh store with its own WASI context, limits, deadline and the
+    /// capabilities `grants` allows.
+    fn store(
+        &self,
+        limits: StepLimits,
+        grants: &Grants,
+    ) -> (Store<Host>, CapturePipe, CapturePipe) {
         let stdout = CapturePipe::new(self.policy.log_cap);
         let stderr = CapturePipe::new(self.policy.log_cap);
         let wasi = WasiCtxBuilder::new()
@@ -336,6 +378,7 @@ impl Engine {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let audit = Arc::new(Audit::default());
         let host = Host {
             wasi,
             table: wasmtime::component::ResourceTable::new(),
@@ -345,9 +388,30 @@ impl Engine {
                 .checked_add(limits.timeout)
                 .unwrap_or_else(Instant::now),
             timed_out: false,
+            http: WasiHttpCtx::new(),
+            gate: HttpGate::new(
+                HttpLimits::new(grants, &self.policy.http),
+                self.tls.clone(),
+                audit.clone(),
+            ),
+            config: grants
+                .config
+                .iter()
+                .map(|c| (c.name.as_str(), c.value.as_str()))
+                .collect::<WasiConfigVariables>(),
+            kv: grants.kv.clone().and_then(|grant| {
+                Some(KvAccess {
+                    backend: self.kv.get()?.clone(),
+                    grant,
+                    policy: self.policy.kv,
+                })
+            }),
+            audit,
         };
         let mut store = Store::new(&self.wasmtime, host);
         store.limiter(|h| &mut h.limiter);
+        // Unlimited unless the workflow sets `limits.fuel`; metered always.
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         // The deadline is armed before instantiation: start functions count.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
@@ -365,7 +429,8 @@ impl Engine {
         // Invariant: the semaphore is never closed.
         let _instance = self.instances.acquire().await;
         let started = Instant::now();
-        let (mut store, stdout, stderr) = self.store(limits);
+        let (mut store, stdout, stderr) = self.store(limits, call.grants);
+        let redact = Redactor::new(call.grants.secret_values());
         let input = to_wit(&call);
         let outcome = tokio::time::timeout(limits.timeout + HOST_GRACE, async {
             let step = plugin.pre.instantiate_async(&mut store).await?;
@@ -373,11 +438,26 @@ impl Engine {
         })
         .await;
         let wall_time = started.elapsed();
+        let fuel = limits
+            .fuel
+            .map(|given| given.saturating_sub(store.get_fuel().unwrap_or(0)));
 
         let host = store.data_mut();
+        let trail = host.audit.take(&redact);
         let mut logs = std::mem::take(&mut host.logs);
         drain_pipe(&mut logs, "stdout", &stdout);
         let stderr_tail = drain_pipe(&mut logs, "stderr", &stderr);
+        for call in &trail.calls {
+            if let HostCall::Http {
+                denied: Some(why), ..
+            }
+            | HostCall::Kv {
+                denied: Some(why), ..
+            } = call
+            {
+                logs.push("hookflow", &format!("denied: {why}"));
+            }
+        }
         let limiter = &host.limiter;
         let timeout = || {
             Err(step_error(
@@ -394,6 +474,17 @@ impl Engine {
                 bindings::StepError::Permanent(m) => self.guest_error(ErrorKind::Permanent, m),
             }),
             Ok(Err(_)) if host.timed_out => timeout(),
+            Ok(Err(e))
+                if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) =>
+            {
+                Err(step_error(
+                    ErrorKind::Fuel,
+                    format!(
+                        "the step used up its fuel of {} (limits.fuel)",
+                        limits.fuel.unwrap_or_default()
+                    ),
+                ))
+            }
             Ok(Err(_)) if limiter.memory_exceeded => Err(step_error(
                 ErrorKind::Memory,
                 format!(
@@ -405,12 +496,33 @@ impl Engine {
                 Err(self.guest_error(ErrorKind::Trap, trap_message(&trap, stderr_tail)))
             }
         };
+        let mut result = result;
+        let mut lines = logs.lines;
+        if !redact.is_empty() {
+            for line in &mut lines {
+                redact.in_place(&mut line.message);
+            }
+            match &mut result {
+                Ok(success) => {
+                    if let Some(clean) = redact.json(success.output.get())
+                        && let Ok(raw) = RawValue::from_string(clean)
+                    {
+                        success.output = raw;
+                    }
+                }
+                Err(e) => redact.in_place(&mut e.message),
+            }
+        }
         StepRun {
             result,
-            logs: logs.lines,
+            logs: lines,
             logs_dropped_bytes: logs.dropped_bytes as u64,
             wall_time,
             peak_memory: limiter.peak_memory,
+            host_calls: trail.calls,
+            host_calls_dropped: trail.dropped,
+            host_time: trail.host_time,
+            fuel,
         }
     }
 
@@ -478,6 +590,23 @@ impl Engine {
         }
         step_error(kind, text)
     }
+}
+
+/// The linker every plugin is linked against: WASI (minus sockets), the
+/// capabilities (HTTP, key-value, config) and hookflow's own `log`, at
+/// 0.2.0 and at 0.1.0.
+fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>> {
+    let mut l = Linker::new(engine);
+    wasi::add_to_linker(&mut l)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l)?;
+    wasmtime_wasi_config::add_to_linker(&mut l, |h: &mut Host| WasiConfig::from(&h.config))?;
+    bindings::wasi::keyvalue::store::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    bindings::wasi::keyvalue::atomics::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    bindings::hookflow::plugin::types::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    bindings::hookflow::plugin::log::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    bindings::v0_1::hookflow::plugin::types::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    bindings::v0_1::hookflow::plugin::log::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    Ok(l)
 }
 
 fn step_error(kind: ErrorKind, message: String) -> StepError {

@@ -487,6 +487,7 @@ impl Runner {
             let limits = StepLimits {
                 timeout: spec.timeout.min(remaining),
                 memory: usize::try_from(workflow.spec.limits.memory).unwrap_or(usize::MAX),
+                fuel: workflow.spec.limits.fuel,
             };
             let started_at_ms = now_ms();
             let call = StepCall {
@@ -498,6 +499,7 @@ impl Runner {
                 config: &config_text,
                 attempt: number,
                 idempotency_key: format!("{}:{}", execution.id, spec.id),
+                grants: &spec.grants,
             };
             // What a crash test counts to find steps that ran twice; also
             // an operator's trace (`HOOKFLOW_LOG=hookflow::steps=debug`).
@@ -509,6 +511,10 @@ impl Runner {
                 logs_dropped_bytes,
                 wall_time,
                 peak_memory,
+                host_calls,
+                host_calls_dropped,
+                host_time,
+                fuel,
             } = run;
             let mut attempt = Attempt {
                 number,
@@ -519,6 +525,10 @@ impl Runner {
                 error: None,
                 logs,
                 logs_dropped_bytes,
+                host_calls,
+                host_calls_dropped,
+                host_time_us: u64::try_from(host_time.as_micros()).unwrap_or(u64::MAX),
+                fuel,
             };
             let record = &mut execution.steps[index];
             match result {

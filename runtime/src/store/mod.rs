@@ -25,6 +25,7 @@
 //! to 5 s) until it opens and a small durable commit succeeds; `writable()`
 //! is false from the failed commit until then.
 
+mod kv;
 mod retention;
 mod tables;
 mod versions;
@@ -1136,6 +1137,7 @@ mod tests {
                 error: None,
                 logs: Vec::new(),
                 logs_dropped_bytes: 0,
+                ..Default::default()
             }],
         });
         e.status = Status::Succeeded;
