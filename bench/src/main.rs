@@ -168,6 +168,8 @@ async fn main() -> anyhow::Result<()> {
         // 5-6. Micro.
         let echo_wasm = root.join("plugins/target/wasm32-wasip2/release/echo.wasm");
         timings = micro::wasm(&echo_wasm, micro_budget).await?;
+        let caps_wasm = root.join("plugins/target/wasm32-wasip2/release/caps.wasm");
+        timings.extend(micro::outbound(&caps_wasm, micro_budget).await?);
         timings.extend(micro::store(work.path(), micro_budget).await?);
         print_micro(&timings);
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hookflow::config::Grants;
+use hookflow::config::{Grants, HostPattern};
 use hookflow::engine::{Engine, EnginePolicy, Plugin, StepCall, StepLimits};
 use hookflow::execution::{Event, Execution, RequestMeta, StepRecord, StepStatus};
 use hookflow::store::Store;
@@ -37,28 +37,40 @@ fn event(payload_len: usize) -> Event {
     )
 }
 
-async fn time_calls(engine: &Engine, plugin: &Plugin, event: &Event, budget: Duration) -> Duration {
+/// A step call as the runner makes it: `config` and `grants` for a step
+/// of the workflow `bench`.
+struct Call<'a> {
+    config: &'a str,
+    grants: &'a Grants,
+}
+
+async fn time_calls(
+    engine: &Engine,
+    plugin: &Plugin,
+    event: &Event,
+    budget: Duration,
+    how: &Call<'_>,
+) -> Duration {
     let limits = StepLimits {
         timeout: Duration::from_secs(5),
         memory: 64 << 20,
         fuel: None,
     };
-    let grants = Grants::default();
     let call = |attempt| StepCall {
         execution_id: "bench".into(),
         workflow: "bench",
-        step_id: "echo",
+        step_id: "step",
         event,
         previous: event.payload_text(),
-        config: "{}",
+        config: how.config,
         attempt,
-        idempotency_key: "bench:echo".into(),
-        grants: &grants,
+        idempotency_key: "bench:step".into(),
+        grants: how.grants,
     };
     // Warm up: first calls touch fresh pool slots.
     for _ in 0..50 {
         let run = engine.run(plugin, call(1), limits).await;
-        assert!(run.result.is_ok(), "echo failed: {:?}", run.result);
+        assert!(run.result.is_ok(), "the step failed: {:?}", run.result);
     }
     let start = Instant::now();
     let mut n = 0u32;
@@ -83,7 +95,11 @@ pub async fn wasm(echo_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<Timi
         let plugin = engine.load(wasm.clone()).await?;
         let sizes: &[usize] = if pooling { &[0, 1024, 64 * 1024] } else { &[0] };
         for &size in sizes {
-            let per_op = time_calls(&engine, &plugin, &event(size), budget).await;
+            let echo = Call {
+                config: "{}",
+                grants: &Grants::default(),
+            };
+            let per_op = time_calls(&engine, &plugin, &event(size), budget, &echo).await;
             out.push(Timing {
                 label: format!(
                     "echo instantiate + call, {}, {} payload",
@@ -95,6 +111,70 @@ pub async fn wasm(echo_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<Timi
             });
         }
     }
+    Ok(out)
+}
+
+/// A step of the 0.2.0 world with nothing granted, the same step making
+/// one outbound request to a sink on 127.0.0.1, and, as the baseline in
+/// the same run, an HTTP client making that request on a new connection
+/// (as the step does).
+pub async fn outbound(caps_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<Timing>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let sink = axum::Router::new().fallback(|| async { "ok" });
+    let server = tokio::spawn(async move { axum::serve(listener, sink).await });
+
+    let local = HostPattern::parse("127.0.0.1").map_err(anyhow::Error::msg)?;
+    let mut policy = EnginePolicy::default();
+    policy.http.ceiling = vec![local.clone()].into();
+    let engine = Engine::new(policy)?;
+    let plugin = engine.load(std::fs::read(caps_wasm)?).await?;
+    let grants = Grants {
+        http: vec![local].into(),
+        ..Grants::default()
+    };
+    let url = format!("http://{addr}/hello");
+    let config = format!(r#"{{"requests":[{{"url":"{url}"}}]}}"#);
+    let event = event(0);
+    let mut out = Vec::new();
+    let mut row = |label: &str, per_op: Duration| {
+        out.push(Timing {
+            label: label.into(),
+            per_op,
+            ops_per_sec: 1.0 / per_op.as_secs_f64(),
+        })
+    };
+    let nothing = Call {
+        config: "{}",
+        grants: &Grants::default(),
+    };
+    row(
+        "caps (0.2.0) instantiate + call, nothing granted",
+        time_calls(&engine, &plugin, &event, budget, &nothing).await,
+    );
+    let one = Call {
+        config: &config,
+        grants: &grants,
+    };
+    row(
+        "caps step making one outbound request to 127.0.0.1",
+        time_calls(&engine, &plugin, &event, budget, &one).await,
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let start = Instant::now();
+    let mut n = 0u32;
+    while start.elapsed() < budget || n == 0 {
+        let body = client.get(&url).send().await?.bytes().await?;
+        assert_eq!(&body[..], b"ok");
+        n += 1;
+    }
+    row(
+        "baseline: reqwest, the same request on a new connection",
+        start.elapsed() / n,
+    );
+    server.abort();
     Ok(out)
 }
 

@@ -152,7 +152,7 @@ impl CapsArgs {
     /// The engine's policy with these limits.
     pub fn apply(&self, policy: &mut crate::engine::EnginePolicy) {
         let http = &mut policy.http;
-        http.ceiling = self.allow_http.clone();
+        http.ceiling = self.allow_http.clone().into();
         http.max_timeout = self.http_max_timeout;
         http.timeout = http.timeout.min(self.http_max_timeout);
         http.max_max_response = self.http_max_response;

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -14,8 +15,9 @@ use toml::Spanned;
 /// A step's grants, resolved. The default grants nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    /// Hosts the step may call (`allow.http`); empty: none.
-    pub http: Vec<HostPattern>,
+    /// Hosts the step may call (`allow.http`); empty: none. Shared, so
+    /// that a call's limits are made without copying it.
+    pub http: Arc<[HostPattern]>,
     /// Limits on its outbound calls; `None` fields take the operator's
     /// defaults, and every value is held to the operator's ceiling.
     pub http_timeout: Option<Duration>,

@@ -351,12 +351,14 @@ impl Checker<'_> {
     /// A step's `allow` table.
     fn grants(&mut self, raw: RawAllow, workflow: &str, values: &ConfigValues) -> Grants {
         let mut grants = Grants::default();
+        let mut hosts = Vec::new();
         for host in raw.http {
             match HostPattern::parse(host.get_ref()) {
-                Ok(p) => grants.http.push(p),
+                Ok(p) => hosts.push(p),
                 Err(e) => self.error(host.span(), format!("allow.http: {e}")),
             }
         }
+        grants.http = hosts.into();
         grants.http_timeout = raw
             .http_timeout
             .map(|t| self.duration(Some(t), Duration::from_secs(10)));

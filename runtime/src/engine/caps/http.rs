@@ -44,8 +44,8 @@ pub struct HttpLimits {
 impl HttpLimits {
     pub fn new(grants: &crate::config::Grants, policy: &HttpPolicy) -> Self {
         Self {
-            grant: grants.http.clone().into(),
-            ceiling: policy.ceiling.clone().into(),
+            grant: grants.http.clone(),
+            ceiling: policy.ceiling.clone(),
             timeout: grants
                 .http_timeout
                 .unwrap_or(policy.timeout)

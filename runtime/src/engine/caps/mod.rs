@@ -28,7 +28,7 @@ pub struct HttpPolicy {
     /// `--allow-http`: the hosts any step may be granted. Empty: every
     /// public host. Loopback, private and link-local addresses are
     /// reachable only when a pattern here names them.
-    pub ceiling: Vec<HostPattern>,
+    pub ceiling: Arc<[HostPattern]>,
     pub timeout: Duration,
     pub max_timeout: Duration,
     pub max_response: u64,
@@ -42,7 +42,7 @@ pub struct HttpPolicy {
 impl Default for HttpPolicy {
     fn default() -> Self {
         Self {
-            ceiling: Vec::new(),
+            ceiling: Arc::default(),
             timeout: Duration::from_secs(10),
             max_timeout: Duration::from_secs(60),
             max_response: 1 << 20,
@@ -183,7 +183,7 @@ pub fn audited_text(text: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     /// Each secret as written and as it appears inside a JSON string.
-    needles: Arc<[String]>,
+    needles: Vec<String>,
 }
 
 pub const REDACTED: &str = "[redacted]";
@@ -205,9 +205,7 @@ impl Redactor {
         }
         // Longest first, so a secret containing another is replaced whole.
         needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-        Self {
-            needles: needles.into(),
-        }
+        Self { needles }
     }
 
     pub fn is_empty(&self) -> bool {
