@@ -31,6 +31,69 @@ pub enum Command {
         /// The workflow directory.
         dir: PathBuf,
     },
+    /// Start something new: `hookflow new plugin NAME`.
+    New {
+        #[command(subcommand)]
+        what: New,
+    },
+    /// Run one step locally: print its output, logs and audit trail.
+    RunStep(Box<RunStepArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum New {
+    /// Write a plugin crate DIR/NAME (which builds and passes its own test
+    /// as written), the guest helper crate DIR/hookflow-plugin (unless
+    /// there) and a workflow DIR/workflows/NAME.toml that uses it.
+    Plugin {
+        /// The crate's name: lower-case letters, digits and `-`.
+        name: String,
+        /// Where to write it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunStepArgs {
+    /// The plugin: a `.wasm` component.
+    pub plugin: PathBuf,
+    /// The event's body: a JSON file (also the step's `previous`).
+    #[arg(long)]
+    pub event: PathBuf,
+    /// The step's `config`: a JSON file (default `{}`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// A host the step may call (granted, and the ceiling); repeatable.
+    /// Loopback and private addresses only when named (`127.0.0.1`).
+    #[arg(long = "allow-http", value_delimiter = ',', value_parser = crate::config::HostPattern::parse)]
+    pub allow_http: Vec<crate::config::HostPattern>,
+    /// A `wasi:config` setting, `NAME=VALUE`; repeatable.
+    #[arg(long = "setting", value_parser = name_value)]
+    pub settings: Vec<(String, String)>,
+    /// A `wasi:config` secret, `NAME=VALUE` (redacted in what is printed);
+    /// repeatable.
+    #[arg(long = "secret", value_parser = name_value)]
+    pub secrets: Vec<(String, String)>,
+    /// Grant a key-value bucket, in a temporary database unless `--db`.
+    #[arg(long)]
+    pub kv: bool,
+    /// Keep the key-value bucket in this database file (grants it).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// The step's timeout.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// The fuel the step may consume (and print what it used).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+}
+
+fn name_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| format!("`{text}` is not NAME=VALUE"))
 }
 
 #[derive(Debug, clap::Args)]

@@ -9,12 +9,14 @@
 //! [`store`] (redb). [`registry`] holds the loaded workflows; [`config`]
 //! reads manifests; [`http`] is what ingress and api share; [`state`] is
 //! the handlers' shared state; [`server`] wires it all; [`plugin_build`]
-//! compiles plugin crates. Dependencies point one way, down this list.
+//! compiles plugin crates; [`author`] is for plugin authors (`new plugin`,
+//! `run-step`). Dependencies point one way, down this list.
 //!
 //! It is not a general HTTP framework nor a wasm host for arbitrary worlds:
 //! plugins target the `step` world in `wit/`.
 
 pub mod api;
+pub mod author;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Build { dir, source_roots } => build(&dir, &source_roots),
             Command::Check { dir } => check(&dir).await,
+            Command::New {
+                what: hookflow::cli::New::Plugin { name, dir },
+            } => new_plugin(&name, &dir),
+            Command::RunStep(args) => run_step(*args).await,
         }
     });
     match result {
@@ -53,6 +57,46 @@ fn main() -> ExitCode {
 fn build(dir: &std::path::Path, source_roots: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
     hookflow::plugin_build::build_dir(dir, source_roots, &mut std::io::stdout())?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn new_plugin(name: &str, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let made = hookflow::author::new_plugin(name, dir)?;
+    println!("wrote {} (the step)", made.crate_dir.display());
+    if made.helper_kept {
+        println!("kept {} (already there)", made.helper_dir.display());
+    } else {
+        println!(
+            "wrote {} (the guest helper crate)",
+            made.helper_dir.display()
+        );
+    }
+    println!("wrote {} (a workflow using it)", made.manifest.display());
+    let root = dir.display();
+    println!("next:");
+    println!("  (cd {root}/{name} && cargo test)");
+    println!("  hookflow serve --dir {root}/workflows --build --watch --source-root {root}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_step(args: hookflow::cli::RunStepArgs) -> anyhow::Result<ExitCode> {
+    let opts = hookflow::author::RunStep {
+        plugin: args.plugin,
+        event: args.event,
+        config: args.config,
+        allow_http: args.allow_http,
+        settings: args.settings,
+        secrets: args.secrets,
+        kv: args.kv,
+        db: args.db,
+        timeout: args.timeout,
+        fuel: args.fuel,
+    };
+    let ok = hookflow::author::run_step(&opts, &mut std::io::stdout()).await?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -24,13 +24,13 @@ type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
 /// An HTTP server on 127.0.0.1 that records what it is sent. `/hello`
 /// answers `hello`; `/big` two MiB; `/redirect?to=URL` a 302 to URL;
 /// anything else `ok`.
-struct Sink {
-    addr: SocketAddr,
+pub struct Sink {
+    pub addr: SocketAddr,
     seen: Seen,
 }
 
 impl Sink {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let seen: Seen = Arc::default();
         let app = Router::new().fallback(answer).with_state(seen.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -39,11 +39,11 @@ impl Sink {
         Self { addr, seen }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    fn seen(&self) -> Vec<(String, String, String)> {
+    pub fn seen(&self) -> Vec<(String, String, String)> {
         self.seen.lock().unwrap().clone()
     }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod author;
 mod cache;
 mod caps;
 mod cli;

@@ -491,10 +491,18 @@ fn config_problems(spec: &WorkflowSpec, plugins: &[Arc<Plugin>]) -> Vec<Diagnost
 /// Checks a step's `config` against the JSON Schema its plugin describes
 /// (a plugin that describes none takes any config).
 fn check_config(step: &StepSpec, plugin: &Plugin) -> Result<(), String> {
-    let Some(text) = &plugin.config_schema else {
-        return Ok(());
-    };
-    let plugin_name = &step.plugin_name;
+    match &plugin.config_schema {
+        Some(schema) => config_fits(&step.plugin_name, schema, &step.config),
+        None => Ok(()),
+    }
+}
+
+/// Checks `config` against a plugin's config schema (JSON Schema text).
+pub fn config_fits(
+    plugin_name: &str,
+    text: &str,
+    config: &serde_json::Value,
+) -> Result<(), String> {
     let schema: serde_json::Value = serde_json::from_str(text).map_err(|e| {
         format!("plugin `{plugin_name}` describes a config schema that is not JSON: {e}")
     })?;
@@ -502,7 +510,7 @@ fn check_config(step: &StepSpec, plugin: &Plugin) -> Result<(), String> {
         format!("plugin `{plugin_name}` describes a config schema that is not a JSON Schema: {e}")
     })?;
     let errors: Vec<String> = validator
-        .iter_errors(&step.config)
+        .iter_errors(config)
         .take(10)
         .map(|e| match e.instance_path().to_string() {
             path if path.is_empty() => e.to_string(),
