@@ -18,12 +18,13 @@ use crate::support::{Manifest, Server, Workdir};
 
 const NONE: &str = r#"{ kind = "none" }"#;
 
-/// What the sink was sent: method, path with query, body.
-type Seen = Arc<Mutex<Vec<(String, String, String)>>>;
+/// What the sink was sent: method, path with query, body, and the
+/// headers (lower-case names).
+type Seen = Arc<Mutex<Vec<(String, String, String, Vec<(String, String)>)>>>;
 
 /// An HTTP server on 127.0.0.1 that records what it is sent. `/hello`
 /// answers `hello`; `/big` two MiB; `/redirect?to=URL` a 302 to URL;
-/// anything else `ok`.
+/// `/fail` a 500; anything else `ok`.
 pub struct Sink {
     pub addr: SocketAddr,
     seen: Seen,
@@ -44,23 +45,47 @@ impl Sink {
     }
 
     pub fn seen(&self) -> Vec<(String, String, String)> {
-        self.seen.lock().unwrap().clone()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(m, p, b, _)| (m.clone(), p.clone(), b.clone()))
+            .collect()
+    }
+
+    /// The value of header `name` in the `i`th request.
+    pub fn header(&self, i: usize, name: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.get(i)?
+            .3
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
 async fn answer(State(seen): State<Seen>, request: Request) -> Response {
     let method = request.method().to_string();
     let uri = request.uri().clone();
+    let headers: Vec<(String, String)> = request
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
     let body: Bytes = axum::body::to_bytes(request.into_body(), 1 << 20)
         .await
         .unwrap_or_default();
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    seen.lock()
-        .unwrap()
-        .push((method, path, String::from_utf8_lossy(&body).into_owned()));
+    seen.lock().unwrap().push((
+        method,
+        path,
+        String::from_utf8_lossy(&body).into_owned(),
+        headers,
+    ));
     match uri.path() {
         "/hello" => "hello".into_response(),
         "/big" => vec![b'x'; 2 << 20].into_response(),
+        "/fail" => (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response(),
         "/redirect" => {
             let to = uri
                 .query()
@@ -73,17 +98,20 @@ async fn answer(State(seen): State<Seen>, request: Request) -> Response {
 }
 
 /// Sends `{}` to `/hooks/{path}` and waits for the execution; returns it.
-async fn run(server: &Server, path: &str) -> Value {
-    let r = server
-        .post_json(&format!("/hooks/{path}"), &json!({}))
-        .await;
+pub async fn run(server: &Server, path: &str) -> Value {
+    run_with(server, path, &json!({})).await
+}
+
+/// Sends `body` to `/hooks/{path}` and waits for the execution.
+pub async fn run_with(server: &Server, path: &str, body: &Value) -> Value {
+    let r = server.post_json(&format!("/hooks/{path}"), body).await;
     assert_eq!(r.status(), 202, "{path}");
     let ack: Value = r.json().await.unwrap();
     let id = ack["execution_id"].as_str().unwrap().to_string();
     server.wait_finished(&id, Duration::from_secs(60)).await
 }
 
-fn attempt(done: &Value) -> &Value {
+pub fn attempt(done: &Value) -> &Value {
     &done["steps"][0]["attempts"][0]
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod executions;
 mod failures;
 mod faults;
+mod first_party;
 mod hostile;
 mod idempotency;
 mod ingress;

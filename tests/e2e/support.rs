@@ -51,7 +51,18 @@ impl Workdir {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = tmp.path().join("workflows/plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        for name in ["caps", "echo", "json_map", "fail", "respond", "stall"] {
+        for name in [
+            "caps",
+            "echo",
+            "fail",
+            "filter",
+            "http_request",
+            "json_map",
+            "kv_counter",
+            "respond",
+            "stall",
+            "template",
+        ] {
             std::fs::copy(
                 plugin_dir().join(format!("{name}.wasm")),
                 plugins.join(format!("{name}.wasm")),

@@ -85,10 +85,31 @@ pub struct Event {
     pub query: String,
     /// Lower-case names; credentials removed.
     pub headers: Vec<(String, String)>,
+    /// The sender's address, `ip:port`.
+    pub remote_addr: String,
     pub received_at_ms: u64,
 }
 
 impl Event {
+    /// The request's fields as one object: `method`, `path`, `query`,
+    /// `remote_addr`, `received_at_ms`, `headers` (by lower-case name; a
+    /// repeated header's last value).
+    pub fn request(&self) -> Value {
+        let headers: serde_json::Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.clone())))
+            .collect();
+        json!({
+            "method": self.method,
+            "path": self.path,
+            "query": self.query,
+            "remote_addr": self.remote_addr,
+            "received_at_ms": self.received_at_ms,
+            "headers": headers,
+        })
+    }
+
     /// The first header named `name` (lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -223,6 +244,7 @@ where
             path: request.path,
             query: request.query,
             headers: request.headers,
+            remote_addr: request.remote_addr,
             received_at_ms: request.received_at_ms,
         },
         previous: serde_json::from_str(&input.previous).map_err(|e| wrong("previous", e))?,

@@ -7,11 +7,15 @@
 //!
 //! - `$.a.b[0]` selects from the event's payload (`$` alone is all of it);
 //! - `$previous.a` selects from the previous step's output;
-//! - `$request.method` selects from the request metadata (`method`, `path`,
-//!   `query`, `remote_addr`, `received_at_ms`, `headers.<lower-case name>`).
+//! - `$request.method`, `$request.headers['user-agent']` select from the
+//!   request metadata (`method`, `path`, `query`, `remote_addr`,
+//!   `received_at_ms`, `headers` by lower-case name).
 //!
-//! A path that selects nothing yields `null`. A string that must start with a
-//! literal `$` is written `$$...`.
+//! Paths are RFC 9535 JSONPath (the `expr` crate, shared by the
+//! first-party plugins): quoted names, filters and wildcards work; a path
+//! that can select several values gives an array. A path that selects
+//! nothing yields `null`. A string that must start with a literal `$` is
+//! written `$$...`.
 
 wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
@@ -37,8 +41,8 @@ impl Guest for JsonMap {
                 "json-map: config must be a table of output fields".into(),
             ));
         }
-        let output = select::roots_of!(input)
-            .and_then(|r| r.map(&config))
+        let output = expr::context_of!(input)
+            .and_then(|c| c.map(&config))
             .map_err(|e| StepError::Permanent(format!("json-map: {}", e.0)))?;
         Ok(StepOutput {
             output: output.to_string(),

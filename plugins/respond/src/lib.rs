@@ -4,9 +4,9 @@
 //! `config`:
 //! - `status` (default 200);
 //! - `headers`: a table of header values;
-//! - `body`: a template as in `json-map` (`$.challenge`, `$previous.x`,
-//!   literals, nested tables); a string result is sent as is, anything else
-//!   as JSON;
+//! - `body`: a shape as in `json-map` (JSONPath paths such as
+//!   `$.challenge` or `$previous.x`, literals, nested tables); a string
+//!   result is sent as is, anything else as JSON;
 //! - `content_type` (default `text/plain` for a string body,
 //!   `application/json` otherwise).
 //!
@@ -48,8 +48,8 @@ impl Guest for Respond {
                 .filter(|s| (200..600).contains(s))
                 .ok_or_else(|| fail("status must be an HTTP status from 200 to 599".into()))?,
         };
-        let roots = select::roots_of!(input).map_err(|e| fail(e.0))?;
-        let body = roots
+        let context = expr::context_of!(input).map_err(|e| fail(e.0))?;
+        let body = context
             .map(config.get("body").unwrap_or(&Value::Null))
             .map_err(|e| fail(e.0))?;
         let (bytes, default_type) = match &body {

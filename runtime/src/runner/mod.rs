@@ -226,19 +226,30 @@ impl Runner {
     }
 
     /// [`Runner::resume_unfinished`] in a task of its own, tracked like the
-    /// executions: a start does not wait for a backlog.
+    /// executions: a start does not wait for a backlog. Only executions
+    /// accepted before this start are resumed: the server is taking new
+    /// ones meanwhile, and those are already running.
     pub fn resume_unfinished_later(&self, registry: Arc<Registry>, max_resumes: u32) {
         let runner = self.clone();
+        // Ids are UUID v7, increasing within the process: every execution
+        // accepted from here on sorts after this one.
+        let before = uuid::Uuid::now_v7();
         self.tasks.spawn(async move {
-            runner.resume_unfinished(&registry, max_resumes).await;
+            runner.resume_unfinished(&registry, max_resumes, before).await;
         });
     }
 
-    /// Resumes every execution that was accepted but not finished before the
-    /// last stop. Returns how many were resumed. An execution whose
-    /// workflow is not loaded stays queued, untouched, for a later start;
-    /// once shutdown has begun, the rest stay for the next start.
-    pub async fn resume_unfinished(&self, registry: &Registry, max_resumes: u32) -> usize {
+    /// Resumes every execution with an id before `before` that was accepted
+    /// but not finished before the last stop. Returns how many were
+    /// resumed. An execution whose workflow is not loaded stays queued,
+    /// untouched, for a later start; once shutdown has begun, the rest stay
+    /// for the next start.
+    pub async fn resume_unfinished(
+        &self,
+        registry: &Registry,
+        max_resumes: u32,
+        before: uuid::Uuid,
+    ) -> usize {
         // One read of every unfinished record, no bodies: each body is
         // read when its execution gets a running place.
         let records = match self.store.unfinished_records().await {
@@ -258,6 +269,9 @@ impl Runner {
                 }
             };
             let id = execution.id;
+            if id >= before {
+                continue;
+            }
             let Some(workflow) = registry.get(&execution.workflow) else {
                 tracing::warn!(%id, workflow = %execution.workflow, "workflow not loaded; execution stays queued");
                 continue;
