@@ -101,6 +101,32 @@ fn the_readme_run_command_serves_the_examples_and_their_curl_lines_work() {
         }
         if let Some(code) = line.strip_prefix("# expect ") {
             expect = Some(code.trim().to_string());
+        } else if line.starts_with("python3 ") {
+            // A script: `# expect` is its exit code; it prints what
+            // arrived where.
+            let expected = expect
+                .take()
+                .unwrap_or_else(|| panic!("no `# expect` before: {line}"));
+            let command = line.replace("http://127.0.0.1:8080", &base);
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .current_dir(repo_root())
+                .output()
+                .unwrap();
+            let printed = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(
+                out.status.code().map(|c| c.to_string()).as_deref(),
+                Some(expected.as_str()),
+                "{line}: {printed}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                printed.contains("the sink got POST /chat: ")
+                    && printed.contains("ada pushed 2 commit(s) to acme/shop"),
+                "{printed}"
+            );
+            ran += 1;
         } else if line.starts_with("curl ") {
             let expected = expect
                 .take()
@@ -115,7 +141,7 @@ fn the_readme_run_command_serves_the_examples_and_their_curl_lines_work() {
             ran += 1;
         }
     }
-    assert!(ran >= 6, "only {ran} curl lines ran");
+    assert!(ran >= 7, "only {ran} lines ran");
     let _ = child.kill();
     let _ = child.wait();
 }

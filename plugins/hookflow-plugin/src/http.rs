@@ -150,6 +150,17 @@ impl Request {
             None => (rest, "/".to_string()),
         };
         let headers = Fields::new();
+        // A body of known length says so: some servers read no body without
+        // it (the alternative is chunked transfer).
+        let has_length = self
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("content-length"));
+        if !self.body.is_empty() && !has_length {
+            headers
+                .append("content-length", self.body.len().to_string().as_bytes())
+                .map_err(|e| invalid(&format!("header `content-length`: {e:?}")))?;
+        }
         for (name, value) in &self.headers {
             headers
                 .append(name, value.as_bytes())

@@ -235,7 +235,9 @@ impl Runner {
         // accepted from here on sorts after this one.
         let before = uuid::Uuid::now_v7();
         self.tasks.spawn(async move {
-            runner.resume_unfinished(&registry, max_resumes, before).await;
+            runner
+                .resume_unfinished(&registry, max_resumes, before)
+                .await;
         });
     }
 
