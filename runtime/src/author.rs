@@ -468,5 +468,8 @@ fn describe_call(call: &HostCall) -> String {
             Some(why) => format!("kv {op} {bucket} denied: {why}"),
             None => format!("kv {op} {bucket}/{key} ({bytes} B)"),
         },
+        HostCall::Socket { op, target, denied } => {
+            format!("socket {op} {target} denied: {denied}")
+        }
     }
 }

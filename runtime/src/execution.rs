@@ -296,6 +296,14 @@ pub enum HostCall {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         denied: Option<String>,
     },
+    /// A socket or name lookup (`wasi:sockets`): always refused.
+    Socket {
+        /// `tcp`, `udp` (a socket of the address family in `target`) or
+        /// `lookup` (of the name in `target`).
+        op: String,
+        target: String,
+        denied: String,
+    },
 }
 
 fn is_zero(n: &u64) -> bool {

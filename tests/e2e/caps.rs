@@ -458,3 +458,51 @@ async fn fuel_is_metered_and_its_limit_fails_the_step() {
     let done = run(&server, "unmetered").await;
     assert!(attempt(&done).get("fuel").is_none(), "{done}");
 }
+
+/// A component whose code opens a socket (Rust's standard library, as a
+/// language runtime's would) loads, and gets no network: the socket and
+/// the name lookup fail inside the guest, and both are in the audit trail.
+#[tokio::test]
+async fn sockets_load_and_are_refused_and_audited() {
+    let sink = Sink::start().await;
+    let work = Workdir::new();
+    work.manifest(
+        "sockets",
+        &caps(
+            "sockets",
+            &format!(
+                r#"{{ connect = "{}", lookup = "localhost:80" }}"#,
+                sink.addr
+            ),
+            Some(r#"{ http = ["127.0.0.1"] }"#),
+            &[],
+        ),
+    );
+    let server = work.start_env(&[("HOOKFLOW_ALLOW_HTTP", "127.0.0.1")]);
+    let done = run(&server, "sockets").await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let out = &done["output"];
+    assert!(
+        out["connect"].as_str().unwrap().starts_with("error: "),
+        "{out}"
+    );
+    assert!(
+        out["lookup"].as_str().unwrap().starts_with("error: "),
+        "{out}"
+    );
+    let calls = attempt(&done)["host_calls"].as_array().unwrap().clone();
+    let ops: Vec<&str> = calls.iter().filter_map(|c| c["op"].as_str()).collect();
+    assert!(ops.contains(&"tcp"), "{calls:?}");
+    assert!(ops.contains(&"lookup"), "{calls:?}");
+    for call in &calls {
+        assert_eq!(call["kind"], "socket", "{call}");
+        assert!(
+            call["denied"]
+                .as_str()
+                .unwrap()
+                .contains("sockets are never granted"),
+            "{call}"
+        );
+    }
+    assert!(sink.seen().is_empty(), "a socket reached the sink");
+}

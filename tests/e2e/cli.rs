@@ -125,13 +125,13 @@ fn a_step_config_the_plugin_does_not_accept_is_refused_at_load() {
 }
 
 #[test]
-fn a_component_asking_for_sockets_is_refused_at_load() {
-    // A component importing wasi:sockets: hookflow never links sockets, so it
-    // must not load, and `check` must say why.
+fn a_component_asking_for_what_hookflow_does_not_provide_is_refused_at_load() {
+    // A component importing an interface hookflow never links (here
+    // wasi:blobstore) must not load, and `check` must say which.
     let work = Workdir::new();
     let wat = r#"(component
-        (import "wasi:sockets/tcp-create-socket@0.2.0" (instance
-            (export "create-tcp-socket" (func))
+        (import "wasi:blobstore/blobstore@0.2.0-draft" (instance
+            (export "create-container" (func))
         ))
     )"#;
     let wasm = wat::parse_str(wat).expect("valid WAT");
@@ -143,10 +143,7 @@ fn a_component_asking_for_sockets_is_refused_at_load() {
     let out = hookflow().arg("check").arg(work.dir()).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("wasi:sockets/tcp-create-socket"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("wasi:blobstore/blobstore"), "{stdout}");
 }
 
 /// Finding 9 of the fault issue: a `source` outside the watched directory

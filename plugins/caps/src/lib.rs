@@ -11,6 +11,9 @@
 //!   `wasi:keyvalue`;
 //! - `config`: names read through `wasi:config/store`, each value also
 //!   logged (to show its redaction);
+//! - `connect` (`host:port`): a TCP connection through Rust's standard
+//!   library (`wasi:sockets`); `lookup` (`host:port`): a name lookup; the
+//!   output has what each came to;
 //! - `spin`: loop without end (for fuel limits).
 
 wit_bindgen::generate!({ path: "../../wit", world: "step", generate_all });
@@ -67,6 +70,21 @@ impl Guest for Caps {
                 values.insert(name.into(), value);
             }
             out.insert("config".into(), Value::Object(values));
+        }
+        if let Some(addr) = config.get("connect").and_then(Value::as_str) {
+            let outcome = match std::net::TcpStream::connect(addr) {
+                Ok(_) => "connected".to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            out.insert("connect".into(), Value::String(outcome));
+        }
+        if let Some(name) = config.get("lookup").and_then(Value::as_str) {
+            use std::net::ToSocketAddrs;
+            let outcome = match name.to_socket_addrs() {
+                Ok(addrs) => format!("resolved: {}", addrs.count()),
+                Err(e) => format!("error: {e}"),
+            };
+            out.insert("lookup".into(), Value::String(outcome));
         }
         if config.get("spin").and_then(Value::as_bool) == Some(true) {
             let mut n: u64 = 0;

@@ -453,7 +453,8 @@ impl Engine {
             }
             | HostCall::Kv {
                 denied: Some(why), ..
-            } = call
+            }
+            | HostCall::Socket { denied: why, .. } = call
             {
                 logs.push("hookflow", &format!("denied: {why}"));
             }
@@ -601,6 +602,12 @@ fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Host>> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut l)?;
     wasmtime_wasi_config::add_to_linker(&mut l, |h: &mut Host| WasiConfig::from(&h.config))?;
     bindings::wasi::keyvalue::store::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    {
+        use wasmtime_wasi::p2::bindings::sockets;
+        sockets::tcp_create_socket::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+        sockets::udp_create_socket::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+        sockets::ip_name_lookup::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
+    }
     bindings::wasi::keyvalue::atomics::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
     bindings::hookflow::plugin::types::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;
     bindings::hookflow::plugin::log::add_to_linker::<Host, HasSelf<Host>>(&mut l, |h| h)?;

@@ -8,6 +8,7 @@
 
 pub mod http;
 pub mod kv;
+mod sockets;
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -156,6 +157,7 @@ impl Audit {
                         redact.in_place(d);
                     }
                 }
+                HostCall::Socket { target, .. } => redact.in_place(target),
             }
         }
         AuditTrail {
