@@ -169,7 +169,7 @@ async fn main() -> anyhow::Result<()> {
         let echo_wasm = root.join("plugins/target/wasm32-wasip2/release/echo.wasm");
         timings = micro::wasm(&echo_wasm, micro_budget).await?;
         let caps_wasm = root.join("plugins/target/wasm32-wasip2/release/caps.wasm");
-        timings.extend(micro::outbound(&caps_wasm, micro_budget).await?);
+        timings.extend(micro::capabilities(&caps_wasm, work.path(), micro_budget).await?);
         timings.extend(micro::store(work.path(), micro_budget).await?);
         print_micro(&timings);
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hookflow::config::{Grants, HostPattern};
+use hookflow::config::{Grants, HostPattern, KvGrant};
 use hookflow::engine::{Engine, EnginePolicy, Plugin, StepCall, StepLimits};
 use hookflow::execution::{Event, Execution, RequestMeta, StepRecord, StepStatus};
 use hookflow::store::Store;
@@ -117,8 +117,13 @@ pub async fn wasm(echo_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<Timi
 /// A step of the 0.2.0 world with nothing granted, the same step making
 /// one outbound request to a sink on 127.0.0.1, and, as the baseline in
 /// the same run, an HTTP client making that request on a new connection
-/// (as the step does).
-pub async fn outbound(caps_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<Timing>> {
+/// (as the step does); then the step incrementing a key-value counter
+/// (one durable write to a database in `dir`).
+pub async fn capabilities(
+    caps_wasm: &Path,
+    dir: &Path,
+    budget: Duration,
+) -> anyhow::Result<Vec<Timing>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let sink = axum::Router::new().fallback(|| async { "ok" });
@@ -128,6 +133,7 @@ pub async fn outbound(caps_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<
     let mut policy = EnginePolicy::default();
     policy.http.ceiling = vec![local.clone()].into();
     let engine = Engine::new(policy)?;
+    engine.set_kv_backend(std::sync::Arc::new(Store::open(&dir.join("kv.redb"))?));
     let plugin = engine.load(std::fs::read(caps_wasm)?).await?;
     let grants = Grants {
         http: vec![local].into(),
@@ -173,6 +179,21 @@ pub async fn outbound(caps_wasm: &Path, budget: Duration) -> anyhow::Result<Vec<
     row(
         "baseline: reqwest, the same request on a new connection",
         start.elapsed() / n,
+    );
+    let counting = Grants {
+        kv: Some(KvGrant {
+            bucket: "bench".into(),
+            namespace: "workflow/bench".into(),
+        }),
+        ..Grants::default()
+    };
+    let increment = Call {
+        config: r#"{"increment":"n"}"#,
+        grants: &counting,
+    };
+    row(
+        "caps step incrementing a key-value counter (durable write)",
+        time_calls(&engine, &plugin, &event, budget, &increment).await,
     );
     server.abort();
     Ok(out)

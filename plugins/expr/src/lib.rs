@@ -149,22 +149,12 @@ impl Context {
     /// selects (`$$` for a literal `$`); objects and arrays mapped
     /// throughout, everything else copied.
     pub fn map(&self, shape: &Value) -> Result<Value, ExprError> {
-        Ok(match shape {
-            Value::String(s) if s.starts_with("$$") => Value::String(s[1..].to_string()),
-            Value::String(s) if s.starts_with('$') => self.select(s)?,
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|v| self.map(v))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.map(v)?)))
-                    .collect::<Result<_, ExprError>>()?,
-            ),
-            other => other.clone(),
+        each_string(shape, &|s| {
+            Ok(match s.strip_prefix('$') {
+                Some(rest) if rest.starts_with('$') => Value::String(rest.to_string()),
+                Some(_) => self.select(s)?,
+                None => Value::String(s.to_string()),
+            })
         })
     }
 
@@ -178,22 +168,7 @@ impl Context {
     /// `shape` with every string rendered as a template; objects and
     /// arrays throughout, everything else copied.
     pub fn render_json(&self, shape: &Value) -> Result<Value, ExprError> {
-        Ok(match shape {
-            Value::String(s) => Value::String(self.render(s)?),
-            Value::Array(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|v| self.render_json(v))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.render_json(v)?)))
-                    .collect::<Result<_, ExprError>>()?,
-            ),
-            other => other.clone(),
-        })
+        each_string(shape, &|s| self.render(s).map(Value::String))
     }
 
     /// Whether the condition `text` holds.
@@ -206,6 +181,30 @@ impl Context {
             .map(|v| v.is_true())
             .map_err(|e| ExprError(format!("condition `{}`: {e}", clip(text))))
     }
+}
+
+/// `shape` with each string replaced by what `f` makes of it, through
+/// objects and arrays; other values copied.
+fn each_string(
+    shape: &Value,
+    f: &dyn Fn(&str) -> Result<Value, ExprError>,
+) -> Result<Value, ExprError> {
+    Ok(match shape {
+        Value::String(s) => f(s)?,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| each_string(v, f))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), each_string(v, f)?)))
+                .collect::<Result<_, ExprError>>()?,
+        ),
+        other => other.clone(),
+    })
 }
 
 /// Undefined variables are errors, not empty text: a misspelt field is
