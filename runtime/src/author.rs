@@ -15,8 +15,9 @@ use crate::config::{ConfigEntry, Grants, HostPattern, KvGrant};
 use crate::engine::{Engine, EnginePolicy, StepCall, StepLimits};
 use crate::execution::{Event, HostCall, RequestMeta};
 
-/// The guest helper crate, embedded so that `new plugin` can write it out
-/// beside a new crate: its sources, then the WIT it is generated from.
+/// The guest helper crate's sources, embedded so that `new plugin` can
+/// write it out beside a new crate (with the WIT it is generated from,
+/// `plugin_build::WIT_FILES`).
 const HELPER_SOURCES: &[(&str, &str)] = &[
     (
         "src/lib.rs",
@@ -37,63 +38,6 @@ const HELPER_SOURCES: &[(&str, &str)] = &[
     (
         "src/log.rs",
         include_str!("../../plugins/hookflow-plugin/src/log.rs"),
-    ),
-    ("wit/plugin.wit", include_str!("../../wit/plugin.wit")),
-    (
-        "wit/deps/cli/cli.wit",
-        include_str!("../../wit/deps/cli/cli.wit"),
-    ),
-    (
-        "wit/deps/clocks/clocks.wit",
-        include_str!("../../wit/deps/clocks/clocks.wit"),
-    ),
-    (
-        "wit/deps/filesystem/filesystem.wit",
-        include_str!("../../wit/deps/filesystem/filesystem.wit"),
-    ),
-    (
-        "wit/deps/http/http.wit",
-        include_str!("../../wit/deps/http/http.wit"),
-    ),
-    (
-        "wit/deps/io/io.wit",
-        include_str!("../../wit/deps/io/io.wit"),
-    ),
-    (
-        "wit/deps/random/random.wit",
-        include_str!("../../wit/deps/random/random.wit"),
-    ),
-    (
-        "wit/deps/sockets/sockets.wit",
-        include_str!("../../wit/deps/sockets/sockets.wit"),
-    ),
-    (
-        "wit/deps/keyvalue/atomic.wit",
-        include_str!("../../wit/deps/keyvalue/atomic.wit"),
-    ),
-    (
-        "wit/deps/keyvalue/batch.wit",
-        include_str!("../../wit/deps/keyvalue/batch.wit"),
-    ),
-    (
-        "wit/deps/keyvalue/store.wit",
-        include_str!("../../wit/deps/keyvalue/store.wit"),
-    ),
-    (
-        "wit/deps/keyvalue/watch.wit",
-        include_str!("../../wit/deps/keyvalue/watch.wit"),
-    ),
-    (
-        "wit/deps/keyvalue/world.wit",
-        include_str!("../../wit/deps/keyvalue/world.wit"),
-    ),
-    (
-        "wit/deps/config/store.wit",
-        include_str!("../../wit/deps/config/store.wit"),
-    ),
-    (
-        "wit/deps/config/world.wit",
-        include_str!("../../wit/deps/config/world.wit"),
     ),
 ];
 
@@ -146,6 +90,9 @@ pub fn new_plugin(name: &str, dir: &Path) -> anyhow::Result<NewPlugin> {
             // Beside its own copy of the WIT, not the repository's.
             let text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
             write(&helper_dir.join(path), &text)?;
+        }
+        for (path, text) in crate::plugin_build::WIT_FILES {
+            write(&helper_dir.join("wit").join(path), text)?;
         }
     }
     let snake = name.replace('-', "_");

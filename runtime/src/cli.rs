@@ -16,7 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the workflows in a directory.
     Serve(Box<ServeArgs>),
-    /// Build every plugin crate the manifests in DIR name as `source`.
+    /// Build every plugin source (a Rust crate, or a Python module
+    /// `app.py`) the manifests in DIR name as `source`.
     Build {
         /// The workflow directory.
         dir: PathBuf,
@@ -24,6 +25,10 @@ pub enum Command {
         /// (building runs a crate's build script); repeatable.
         #[arg(long = "source-root")]
         source_roots: Vec<PathBuf>,
+        /// Where the toolchains of other languages are installed on first
+        /// use (`toolchains/` inside it): the server's compiled-code cache.
+        #[arg(long, env = "HOOKFLOW_CACHE_DIR", default_value = "hookflow.cache")]
+        cache_dir: PathBuf,
     },
     /// Load and validate everything in DIR without serving; exit 1 on any
     /// problem.

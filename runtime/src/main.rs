@@ -37,7 +37,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
-            Command::Build { dir, source_roots } => build(&dir, &source_roots),
+            Command::Build {
+                dir,
+                source_roots,
+                cache_dir,
+            } => build(&dir, &source_roots, &cache_dir),
             Command::Check { dir } => check(&dir).await,
             Command::New {
                 what: hookflow::cli::New::Plugin { name, dir },
@@ -54,8 +58,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn build(dir: &std::path::Path, source_roots: &[std::path::PathBuf]) -> anyhow::Result<ExitCode> {
-    hookflow::plugin_build::build_dir(dir, source_roots, &mut std::io::stdout())?;
+fn build(
+    dir: &std::path::Path,
+    source_roots: &[std::path::PathBuf],
+    cache_dir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let toolchains = cache_dir.join("toolchains");
+    hookflow::plugin_build::build_dir(dir, source_roots, &toolchains, &mut std::io::stdout())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -115,14 +124,19 @@ async fn check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let cache_dir = compiled_cache_dir(&args)?;
+    let toolchains = cache_dir.join("toolchains");
     if args.build {
-        let (dir, roots) = (args.dir.clone(), args.source_roots.clone());
+        let (dir, roots, tools) = (
+            args.dir.clone(),
+            args.source_roots.clone(),
+            toolchains.clone(),
+        );
         tokio::task::spawn_blocking(move || {
-            hookflow::plugin_build::build_dir(&dir, &roots, &mut std::io::stderr())
+            hookflow::plugin_build::build_dir(&dir, &roots, &tools, &mut std::io::stderr())
         })
         .await??;
     }
-    let cache_dir = compiled_cache_dir(&args)?;
     let mut engine = EnginePolicy {
         cache_dir: Some(cache_dir),
         ..EnginePolicy::default()
@@ -173,7 +187,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     drop(registry);
     if args.watch {
-        match hookflow::plugin_build::watch_sources(&settings.dir, &args.source_roots) {
+        match hookflow::plugin_build::watch_sources(&settings.dir, &args.source_roots, &toolchains)
+        {
             Ok(n) => println!("watching {n} plugin source(s); a change builds and reloads"),
             Err(e) => eprintln!("error: cannot watch the plugin sources: {e}"),
         }

@@ -1,8 +1,9 @@
-//! `hookflow build DIR`: compiles every plugin crate that the manifests in
-//! DIR name as `source`, into the `.wasm` file the step loads.
-//!
-//! Uses the machine's cargo and rustup; adds the `wasm32-wasip2` target when
-//! it is missing. Building a crate runs its build script, so a source must
+//! `hookflow build DIR`: compiles every plugin source that the manifests in
+//! DIR name as `source`, into the `.wasm` file the step loads: a Rust crate
+//! with the machine's cargo (adding the `wasm32-wasip2` target when it is
+//! missing), a Python module (`app.py`) with componentize-py, installed
+//! on first use from PyPI at a pinned version into a private directory
+//! (`toolchains/` in the compiled-code cache), never into the system. Building a crate runs its build script, so a source must
 //! resolve inside DIR or inside a directory the operator names with
 //! `--source-root`: a manifest dropped into the watched directory cannot
 //! make hookflow run code from anywhere else. Each output is written to a temporary file and renamed
@@ -20,9 +21,74 @@ use serde::Deserialize;
 
 use toml::Spanned;
 
-use crate::config::{self, Diagnostic};
+use crate::config::{self, Diagnostic, SourceKind};
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// The componentize-py release Python steps are built with.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+
+/// The `step` world's WIT, embedded: written out for the toolchains of
+/// other languages and for `hookflow new plugin`. Paths under `wit/`.
+pub const WIT_FILES: &[(&str, &str)] = &[
+    ("plugin.wit", include_str!("../../wit/plugin.wit")),
+    (
+        "deps/cli/cli.wit",
+        include_str!("../../wit/deps/cli/cli.wit"),
+    ),
+    (
+        "deps/clocks/clocks.wit",
+        include_str!("../../wit/deps/clocks/clocks.wit"),
+    ),
+    (
+        "deps/filesystem/filesystem.wit",
+        include_str!("../../wit/deps/filesystem/filesystem.wit"),
+    ),
+    (
+        "deps/http/http.wit",
+        include_str!("../../wit/deps/http/http.wit"),
+    ),
+    ("deps/io/io.wit", include_str!("../../wit/deps/io/io.wit")),
+    (
+        "deps/random/random.wit",
+        include_str!("../../wit/deps/random/random.wit"),
+    ),
+    (
+        "deps/sockets/sockets.wit",
+        include_str!("../../wit/deps/sockets/sockets.wit"),
+    ),
+    (
+        "deps/keyvalue/atomic.wit",
+        include_str!("../../wit/deps/keyvalue/atomic.wit"),
+    ),
+    (
+        "deps/keyvalue/batch.wit",
+        include_str!("../../wit/deps/keyvalue/batch.wit"),
+    ),
+    (
+        "deps/keyvalue/store.wit",
+        include_str!("../../wit/deps/keyvalue/store.wit"),
+    ),
+    (
+        "deps/keyvalue/watch.wit",
+        include_str!("../../wit/deps/keyvalue/watch.wit"),
+    ),
+    (
+        "deps/keyvalue/world.wit",
+        include_str!("../../wit/deps/keyvalue/world.wit"),
+    ),
+    (
+        "deps/config/store.wit",
+        include_str!("../../wit/deps/config/store.wit"),
+    ),
+    (
+        "deps/config/world.wit",
+        include_str!("../../wit/deps/config/world.wit"),
+    ),
+];
+
+/// The Python helper module (`plugins/python/hookflow_step.py`).
+pub const PYTHON_HELPER: &str = include_str!("../../plugins/python/hookflow_step.py");
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -30,6 +96,8 @@ pub enum BuildError {
     Manifests(Vec<Diagnostic>),
     #[error("cannot add the {WASM_TARGET} target: {0}")]
     Target(String),
+    #[error("cannot install {tool}: {reason}")]
+    Toolchain { tool: String, reason: String },
     #[error("building {crate_dir} failed: {reason}")]
     Cargo { crate_dir: String, reason: String },
     #[error("cannot write {path}: {reason}")]
@@ -37,10 +105,12 @@ pub enum BuildError {
 }
 
 /// Builds every plugin source named in `dir`, each of which must resolve
-/// inside `dir` or one of `source_roots`; returns the files written.
+/// inside `dir` or one of `source_roots`, installing what other languages
+/// need into `toolchains`; returns the files written.
 pub fn build_dir(
     dir: &Path,
     source_roots: &[PathBuf],
+    toolchains: &Path,
     progress: &mut impl Write,
 ) -> Result<Vec<PathBuf>, BuildError> {
     let targets = build_targets(dir, source_roots).map_err(BuildError::Manifests)?;
@@ -48,7 +118,16 @@ pub fn build_dir(
         let _ = writeln!(progress, "no plugin sources named in {}", dir.display());
         return Ok(Vec::new());
     }
-    ensure_target(progress)?;
+    let kinds: Vec<Option<SourceKind>> =
+        targets.iter().map(|t| SourceKind::of(&t.source)).collect();
+    if kinds.contains(&Some(SourceKind::Rust)) {
+        ensure_target(progress)?;
+    }
+    let python = if kinds.contains(&Some(SourceKind::Python)) {
+        Some(python_toolchain(toolchains, progress)?)
+    } else {
+        None
+    };
     let mut written = Vec::new();
     for (i, target) in targets.iter().enumerate() {
         let _ = writeln!(
@@ -59,7 +138,10 @@ pub fn build_dir(
             target.source.display(),
             target.output.display()
         );
-        build_one(target)?;
+        match (SourceKind::of(&target.source), &python) {
+            (Some(SourceKind::Python), Some(toolchain)) => build_python(target, toolchain)?,
+            _ => build_one(target)?,
+        }
         written.push(target.output.clone());
     }
     let _ = writeln!(progress, "built {} plugin(s)", written.len());
@@ -227,6 +309,127 @@ fn build_one(target: &BuildTarget) -> Result<(), BuildError> {
     install(&wasm, &target.output)
 }
 
+/// What building a Python step needs: componentize-py, and the WIT and
+/// helper module it builds against.
+#[derive(Debug, Clone)]
+pub struct PythonToolchain {
+    componentize: PathBuf,
+    support: PathBuf,
+}
+
+/// componentize-py in a virtual environment of its own under
+/// `toolchains`, installed from PyPI on first use (`python3 -m venv`, then
+/// pip), with the WIT and the helper module written beside it.
+fn python_toolchain(
+    toolchains: &Path,
+    progress: &mut impl Write,
+) -> Result<PythonToolchain, BuildError> {
+    let fail = |reason: String| BuildError::Toolchain {
+        tool: format!("componentize-py {COMPONENTIZE_PY}"),
+        reason,
+    };
+    let venv = toolchains.join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let componentize = venv.join("bin/componentize-py");
+    let done = venv.join(".installed");
+    if !done.is_file() {
+        let _ = writeln!(
+            progress,
+            "installing componentize-py {COMPONENTIZE_PY} from PyPI into {} (once)",
+            venv.display()
+        );
+        let _ = std::fs::remove_dir_all(&venv);
+        std::fs::create_dir_all(toolchains).map_err(|e| fail(e.to_string()))?;
+        run(
+            Command::new("python3").arg("-m").arg("venv").arg(&venv),
+            "python3 -m venv (Python 3 with venv is needed)",
+        )
+        .map_err(fail)?;
+        run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(format!("componentize-py=={COMPONENTIZE_PY}")),
+            "pip install",
+        )
+        .map_err(fail)?;
+        std::fs::write(&done, COMPONENTIZE_PY).map_err(|e| fail(e.to_string()))?;
+    }
+    // The WIT and helper, by their content: a new hookflow writes its own.
+    let digest = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (path, text) in WIT_FILES {
+            h.update(path.as_bytes());
+            h.update(text.as_bytes());
+        }
+        h.update(PYTHON_HELPER.as_bytes());
+        hex::encode(&h.finalize()[..8])
+    };
+    let support = toolchains.join(format!("python-support-{digest}"));
+    if !support.join("python/hookflow_step.py").is_file() {
+        for (path, text) in WIT_FILES {
+            let to = support.join("wit").join(path);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
+            }
+            std::fs::write(&to, text).map_err(|e| fail(e.to_string()))?;
+        }
+        std::fs::create_dir_all(support.join("python")).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(support.join("python/hookflow_step.py"), PYTHON_HELPER)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(PythonToolchain {
+        componentize,
+        support,
+    })
+}
+
+/// Runs `cmd`, its output passed through; an error names `what` failed.
+fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
+    let status = cmd
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| format!("{what}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} exited with {status}"))
+    }
+}
+
+/// `app.py` in `target.source`, with the helper module, into a component.
+fn build_python(target: &BuildTarget, toolchain: &PythonToolchain) -> Result<(), BuildError> {
+    let fail = |reason: String| BuildError::Cargo {
+        crate_dir: target.source.display().to_string(),
+        reason,
+    };
+    let out = std::env::temp_dir().join(format!(
+        "hookflow-build-{}-{}.wasm",
+        std::process::id(),
+        target
+            .output
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    run(
+        Command::new(&toolchain.componentize)
+            .arg("-d")
+            .arg(toolchain.support.join("wit"))
+            .args(["-w", "step", "componentize", "app", "-p"])
+            .arg(&target.source)
+            .arg("-p")
+            .arg(toolchain.support.join("python"))
+            .arg("-o")
+            .arg(&out),
+        "componentize-py",
+    )
+    .map_err(fail)?;
+    let installed = install(&out, &target.output);
+    let _ = std::fs::remove_file(&out);
+    installed
+}
+
 /// Copies `from` to `to` through a temporary file and a rename.
 fn install(from: &Path, to: &Path) -> Result<(), BuildError> {
     let fail = |e: std::io::Error| BuildError::Write {
@@ -247,14 +450,21 @@ fn install(from: &Path, to: &Path) -> Result<(), BuildError> {
 /// `.wasm` in place, so the version serving stays; a good one writes the
 /// new `.wasm` into DIR, which the server reloads. Changes under a crate's
 /// `target/` do not count.
-pub fn watch_sources(dir: &Path, source_roots: &[PathBuf]) -> Result<usize, String> {
+pub fn watch_sources(
+    dir: &Path,
+    source_roots: &[PathBuf],
+    toolchains: &Path,
+) -> Result<usize, String> {
     use notify::{RecursiveMode, Watcher};
     let targets =
         build_targets(dir, source_roots).map_err(|problems| config::joined(&problems, "\n"))?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
-        let in_target = |p: &PathBuf| p.components().any(|c| c.as_os_str() == "target");
+        let in_target = |p: &PathBuf| {
+            p.components()
+                .any(|c| c.as_os_str() == "target" || c.as_os_str() == "__pycache__")
+        };
         if crate::registry::watch::is_change(&event) && !event.paths.iter().all(in_target) {
             let _ = tx.send(());
         }
@@ -265,16 +475,20 @@ pub fn watch_sources(dir: &Path, source_roots: &[PathBuf]) -> Result<usize, Stri
             .watch(&t.source, RecursiveMode::Recursive)
             .map_err(|e| format!("cannot watch {}: {e}", t.source.display()))?;
     }
-    let (dir, roots) = (dir.to_path_buf(), source_roots.to_vec());
+    let (dir, roots, toolchains) = (
+        dir.to_path_buf(),
+        source_roots.to_vec(),
+        toolchains.to_path_buf(),
+    );
     tokio::spawn(async move {
         let _watcher = watcher;
         while rx.recv().await.is_some() {
             if !crate::registry::watch::settle(&mut rx).await {
                 return;
             }
-            let (dir, roots) = (dir.clone(), roots.clone());
+            let (dir, roots, toolchains) = (dir.clone(), roots.clone(), toolchains.clone());
             let built = tokio::task::spawn_blocking(move || {
-                build_dir(&dir, &roots, &mut std::io::stderr())
+                build_dir(&dir, &roots, &toolchains, &mut std::io::stderr())
             })
             .await;
             match built {

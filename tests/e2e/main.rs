@@ -16,6 +16,7 @@ mod idempotency;
 mod ingress;
 mod input;
 mod limits;
+mod python;
 mod readme;
 mod reload;
 mod run_api;

@@ -229,7 +229,35 @@ pub fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> Diagnostic 
 /// The plugin file a `source` crate builds to when the step names none:
 /// `plugins/{package name}.wasm`, `-` written as `_` (as cargo names it).
 pub fn plugin_for_source(crate_dir: &Path) -> Result<String, String> {
-    package_name(crate_dir).map(|name| format!("plugins/{}.wasm", name.replace('-', "_")))
+    let name = match SourceKind::of(crate_dir) {
+        Some(SourceKind::Python) => crate_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{} has no folder name", crate_dir.display()))?,
+        _ => package_name(crate_dir)?,
+    };
+    Ok(format!("plugins/{}.wasm", name.replace('-', "_")))
+}
+
+/// What a `source` folder holds, and so how it is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A Rust crate (`Cargo.toml`): cargo, for `wasm32-wasip2`.
+    Rust,
+    /// A Python module (`app.py`): componentize-py.
+    Python,
+}
+
+impl SourceKind {
+    pub fn of(dir: &Path) -> Option<Self> {
+        if dir.join("Cargo.toml").is_file() {
+            Some(Self::Rust)
+        } else if dir.join("app.py").is_file() {
+            Some(Self::Python)
+        } else {
+            None
+        }
+    }
 }
 
 /// The `[package] name` of the crate at `dir`.

@@ -226,13 +226,13 @@ impl Checker<'_> {
     ) -> StepSpec {
         let source = raw.source.as_ref().and_then(|s| {
             let dir = self.dir.join(s.get_ref());
-            if dir.join("Cargo.toml").is_file() {
+            if super::scan::SourceKind::of(&dir).is_some() {
                 Some(dir)
             } else {
                 self.error(
                     s.span(),
                     format!(
-                        "source `{}` is not a crate (no Cargo.toml there)",
+                        "source `{}` is neither a Rust crate (no Cargo.toml there) nor a Python module (no app.py)",
                         s.get_ref()
                     ),
                 );
