@@ -7,6 +7,7 @@
 mod goals;
 mod growth;
 mod kill;
+mod languages;
 mod load;
 mod micro;
 mod reload;
@@ -46,7 +47,9 @@ struct Args {
     /// `growth` runs only the cost-as-the-database-grows scenario, which
     /// the full run leaves out (it writes gigabytes).
     /// `reload` times hot reloads (also part of `--report`).
-    #[arg(long, value_parser = ["http", "micro", "growth", "reload"])]
+    /// `languages` builds the same step in Rust, Python and JavaScript and
+    /// times loading and calling each.
+    #[arg(long, value_parser = ["http", "micro", "languages", "growth", "reload"])]
     only: Option<String>,
     /// Growth: finished executions to fill the database with.
     #[arg(long, default_value_t = 1_000_000)]
@@ -172,6 +175,17 @@ async fn main() -> anyhow::Result<()> {
         timings.extend(micro::capabilities(&caps_wasm, work.path(), micro_budget).await?);
         timings.extend(micro::store(work.path(), micro_budget).await?);
         print_micro(&timings);
+    }
+    if only("languages") {
+        let figures = languages::run(
+            &bins.join("hookflow"),
+            &root,
+            work.path(),
+            &target_dir.join("tmp/compiled-cache"),
+            micro_budget,
+        )
+        .await?;
+        languages::print(&figures);
     }
     if args.only.as_deref() == Some("reload") || everything {
         let timings = reload::run(&bins.join("hookflow"), &root, work.path(), 20).await?;

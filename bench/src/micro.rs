@@ -16,7 +16,7 @@ pub struct Timing {
     pub ops_per_sec: f64,
 }
 
-fn event(payload_len: usize) -> Event {
+pub(crate) fn event(payload_len: usize) -> Event {
     let body = if payload_len == 0 {
         Bytes::new()
     } else {
@@ -39,12 +39,12 @@ fn event(payload_len: usize) -> Event {
 
 /// A step call as the runner makes it: `config` and `grants` for a step
 /// of the workflow `bench`.
-struct Call<'a> {
-    config: &'a str,
-    grants: &'a Grants,
+pub(crate) struct Call<'a> {
+    pub config: &'a str,
+    pub grants: &'a Grants,
 }
 
-async fn time_calls(
+pub(crate) async fn time_calls(
     engine: &Engine,
     plugin: &Plugin,
     event: &Event,

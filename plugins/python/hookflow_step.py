@@ -20,6 +20,9 @@ is permanent. The capabilities (`http`, `kv`, `config`) work as far as the
 step's `allow` grant in its manifest says.
 """
 
+# Looked up by name when a library encodes a host name (socket, urllib):
+# imported here so that componentize-py bundles it.
+import encodings.idna  # noqa: F401
 import json
 
 from componentize_py_types import Err, Ok

@@ -1,6 +1,6 @@
-//! For plugin authors: `hookflow new plugin` (a crate that builds and
-//! passes its own test as written, the guest helper crate beside it, and a
-//! manifest that uses it) and `hookflow run-step` (one step, locally, with
+//! For plugin authors: `hookflow new plugin` (a step in Rust, Python or
+//! JavaScript that builds and passes its own test as written, for Rust the
+//! guest helper crate beside it, and a manifest that uses it) and `hookflow run-step` (one step, locally, with
 //! its output, logs and audit trail printed).
 
 use std::io::Write;
@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 
+use crate::cli::Lang;
 use crate::config::{ConfigEntry, Grants, HostPattern, KvGrant};
 use crate::engine::{Engine, EnginePolicy, StepCall, StepLimits};
 use crate::execution::{Event, HostCall, RequestMeta};
@@ -59,49 +60,69 @@ wit-bindgen = "0.61"
 /// What `new plugin` writes, and where.
 #[derive(Debug)]
 pub struct NewPlugin {
-    pub crate_dir: PathBuf,
+    pub step_dir: PathBuf,
     pub helper_dir: PathBuf,
     pub manifest: PathBuf,
     /// The helper was already there and was left alone.
     pub helper_kept: bool,
 }
 
-/// `hookflow new plugin NAME --dir DIR`: `DIR/NAME/` (the crate),
-/// `DIR/hookflow-plugin/` (unless there already) and
+/// `hookflow new plugin NAME --dir DIR --lang LANG`: `DIR/NAME/` (the
+/// step), for Rust `DIR/hookflow-plugin/` (unless there already), and
 /// `DIR/workflows/NAME.toml`.
-pub fn new_plugin(name: &str, dir: &Path) -> anyhow::Result<NewPlugin> {
+pub fn new_plugin(name: &str, dir: &Path, lang: Lang) -> anyhow::Result<NewPlugin> {
     if !is_crate_name(name) {
         bail!(
             "`{name}` is not a plugin name: lower-case letters, digits and `-`, starting with a letter"
         );
     }
-    let crate_dir = dir.join(name);
+    let step_dir = dir.join(name);
     let manifest = dir.join("workflows").join(format!("{name}.toml"));
-    for taken in [&crate_dir, &manifest] {
+    for taken in [&step_dir, &manifest] {
         if taken.exists() {
             bail!("{} already exists; nothing was written", taken.display());
         }
     }
     let helper_dir = dir.join("hookflow-plugin");
     let helper_kept = helper_dir.join("Cargo.toml").exists();
-    if !helper_kept {
-        write(&helper_dir.join("Cargo.toml"), HELPER_MANIFEST)?;
-        for (path, text) in HELPER_SOURCES {
-            // Beside its own copy of the WIT, not the repository's.
-            let text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
-            write(&helper_dir.join(path), &text)?;
+    let snake = name.replace('-', "_");
+    match lang {
+        Lang::Rust => {
+            if !helper_kept {
+                write(&helper_dir.join("Cargo.toml"), HELPER_MANIFEST)?;
+                for (path, text) in HELPER_SOURCES {
+                    // Beside its own copy of the WIT, not the repository's.
+                    let text = text.replace(r#"path: "../../wit""#, r#"path: "wit""#);
+                    write(&helper_dir.join(path), &text)?;
+                }
+                for (path, text) in crate::plugin_build::WIT_FILES {
+                    write(&helper_dir.join("wit").join(path), text)?;
+                }
+            }
+            write(&step_dir.join("Cargo.toml"), &crate_manifest(name))?;
+            write(&step_dir.join("src/lib.rs"), STEP_TEMPLATE)?;
+            write(&step_dir.join(".gitignore"), "/target\n")?;
         }
-        for (path, text) in crate::plugin_build::WIT_FILES {
-            write(&helper_dir.join("wit").join(path), text)?;
+        Lang::Python => {
+            write(&step_dir.join("app.py"), &PYTHON_APP.replace("NAME", name))?;
+            write(&step_dir.join("greet.py"), PYTHON_GREET)?;
+            write(&step_dir.join("test_greet.py"), PYTHON_TEST)?;
+            write(&step_dir.join(".gitignore"), "__pycache__/\n")?;
+        }
+        Lang::Js => {
+            write(
+                &step_dir.join("package.json"),
+                &JS_PACKAGE.replace("NAME", name),
+            )?;
+            write(&step_dir.join("app.js"), &JS_APP.replace("NAME", name))?;
+            write(&step_dir.join("greet.js"), JS_GREET)?;
+            write(&step_dir.join("greet.test.js"), JS_TEST)?;
+            write(&step_dir.join(".gitignore"), "node_modules/\n")?;
         }
     }
-    let snake = name.replace('-', "_");
-    write(&crate_dir.join("Cargo.toml"), &crate_manifest(name))?;
-    write(&crate_dir.join("src/lib.rs"), STEP_TEMPLATE)?;
-    write(&crate_dir.join(".gitignore"), "/target\n")?;
     write(&manifest, &workflow_manifest(name, &snake))?;
     Ok(NewPlugin {
-        crate_dir,
+        step_dir,
         helper_dir,
         manifest,
         helper_kept,
@@ -200,6 +221,102 @@ mod tests {
         assert_eq!(greet(&config, &json!({}))["message"], "Hi, world!");
     }
 }
+"#;
+
+/// A Python step: `app.py` wires the logic in `greet.py` to the host;
+/// `test_greet.py` tests the logic with plain Python.
+const PYTHON_APP: &str = r#""""A hookflow step: greets whoever the event names."""
+
+# WitWorld is what the component exports: app.py must import it.
+from hookflow_step import WitWorld, log, step  # noqa: F401
+
+from greet import greet
+
+CONFIG_SCHEMA = {
+    "type": "object",
+    "properties": {"greeting": {"type": "string", "description": "The greeting's first word."}},
+    "additionalProperties": False,
+}
+
+
+@step(name="NAME", description="Greets whoever the event names", config_schema=CONFIG_SCHEMA)
+def run(input):
+    log.info(f"attempt {input['attempt']}")
+    return greet(input["config"], input["previous"])
+"#;
+
+const PYTHON_GREET: &str = r#""""The step's logic, apart from the host: what its test calls."""
+
+
+def greet(config, previous):
+    name = previous.get("name", "world") if isinstance(previous, dict) else "world"
+    return {"message": f"{config.get('greeting', 'Hello')}, {name}!"}
+"#;
+
+const PYTHON_TEST: &str = r#"import unittest
+
+from greet import greet
+
+
+class GreetTest(unittest.TestCase):
+    def test_greets_by_name_or_the_world(self):
+        self.assertEqual(greet({"greeting": "Hi"}, {"name": "Ada"})["message"], "Hi, Ada!")
+        self.assertEqual(greet({"greeting": "Hi"}, {})["message"], "Hi, world!")
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+
+/// A JavaScript step: `app.js` wires the logic in `greet.js` to the host;
+/// `greet.test.js` tests the logic with Node's own runner (`npm test`).
+const JS_PACKAGE: &str = r#"{
+  "name": "NAME",
+  "private": true,
+  "type": "module",
+  "main": "app.js",
+  "scripts": {
+    "test": "node --test"
+  }
+}
+"#;
+
+const JS_APP: &str = r#"// A hookflow step: greets whoever the event names.
+import { step, log } from 'hookflow-step';
+import { greet } from './greet.js';
+
+export const { describe, run } = step(
+  {
+    name: 'NAME',
+    description: 'Greets whoever the event names',
+    configSchema: {
+      type: 'object',
+      properties: { greeting: { type: 'string', description: "The greeting's first word." } },
+      additionalProperties: false,
+    },
+  },
+  async (input) => {
+    log.info(`attempt ${input.attempt}`);
+    return greet(input.config, input.previous);
+  },
+);
+"#;
+
+const JS_GREET: &str = r#"// The step's logic, apart from the host: what its test calls.
+export function greet(config, previous) {
+  const name = previous?.name ?? 'world';
+  return { message: `${config.greeting ?? 'Hello'}, ${name}!` };
+}
+"#;
+
+const JS_TEST: &str = r#"import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { greet } from './greet.js';
+
+test('greets by name or the world', () => {
+  assert.equal(greet({ greeting: 'Hi' }, { name: 'Ada' }).message, 'Hi, Ada!');
+  assert.equal(greet({ greeting: 'Hi' }, {}).message, 'Hi, world!');
+});
 "#;
 
 fn workflow_manifest(name: &str, snake: &str) -> String {

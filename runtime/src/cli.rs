@@ -47,16 +47,29 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum New {
-    /// Write a plugin crate DIR/NAME (which builds and passes its own test
-    /// as written), the guest helper crate DIR/hookflow-plugin (unless
-    /// there) and a workflow DIR/workflows/NAME.toml that uses it.
+    /// Write a step DIR/NAME in Rust, Python or JavaScript (which builds
+    /// and passes its own test as written) and a workflow
+    /// DIR/workflows/NAME.toml that uses it; for Rust, also the guest
+    /// helper crate DIR/hookflow-plugin (unless there).
     Plugin {
-        /// The crate's name: lower-case letters, digits and `-`.
+        /// The step's name: lower-case letters, digits and `-`.
         name: String,
         /// Where to write it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// The language to write it in.
+        #[arg(long, value_enum, default_value_t = Lang::Rust)]
+        lang: Lang,
     },
+}
+
+/// A language `hookflow new plugin` writes a step in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    Rust,
+    Python,
+    #[value(alias = "javascript")]
+    Js,
 }
 
 #[derive(Debug, clap::Args)]

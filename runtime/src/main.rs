@@ -44,8 +44,8 @@ fn main() -> ExitCode {
             } => build(&dir, &source_roots, &cache_dir),
             Command::Check { dir } => check(&dir).await,
             Command::New {
-                what: hookflow::cli::New::Plugin { name, dir },
-            } => new_plugin(&name, &dir),
+                what: hookflow::cli::New::Plugin { name, dir, lang },
+            } => new_plugin(&name, &dir, lang),
             Command::RunStep(args) => run_step(*args).await,
         }
     });
@@ -68,21 +68,31 @@ fn build(
     Ok(ExitCode::SUCCESS)
 }
 
-fn new_plugin(name: &str, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let made = hookflow::author::new_plugin(name, dir)?;
-    println!("wrote {} (the step)", made.crate_dir.display());
-    if made.helper_kept {
-        println!("kept {} (already there)", made.helper_dir.display());
-    } else {
-        println!(
+fn new_plugin(
+    name: &str,
+    dir: &std::path::Path,
+    lang: hookflow::cli::Lang,
+) -> anyhow::Result<ExitCode> {
+    use hookflow::cli::Lang;
+    let made = hookflow::author::new_plugin(name, dir, lang)?;
+    println!("wrote {} (the step)", made.step_dir.display());
+    match (lang, made.helper_kept) {
+        (Lang::Rust, true) => println!("kept {} (already there)", made.helper_dir.display()),
+        (Lang::Rust, false) => println!(
             "wrote {} (the guest helper crate)",
             made.helper_dir.display()
-        );
+        ),
+        _ => {}
     }
     println!("wrote {} (a workflow using it)", made.manifest.display());
     let root = dir.display();
+    let test = match lang {
+        Lang::Rust => "cargo test",
+        Lang::Python => "python3 -m unittest",
+        Lang::Js => "npm test",
+    };
     println!("next:");
-    println!("  (cd {root}/{name} && cargo test)");
+    println!("  (cd {root}/{name} && {test})");
     println!("  hookflow serve --dir {root}/workflows --build --watch --source-root {root}");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,12 @@
 //! `hookflow build DIR`: compiles every plugin source that the manifests in
 //! DIR name as `source`, into the `.wasm` file the step loads: a Rust crate
 //! with the machine's cargo (adding the `wasm32-wasip2` target when it is
-//! missing), a Python module (`app.py`) with componentize-py, installed
-//! on first use from PyPI at a pinned version into a private directory
-//! (`toolchains/` in the compiled-code cache), never into the system. Building a crate runs its build script, so a source must
+//! missing), a Python module (`app.py`) with componentize-py, a
+//! JavaScript module (`package.json` or `*.js`) bundled with rolldown then
+//! built with componentize-js. The Python and JavaScript toolchains are
+//! installed on first use, from PyPI and npm at pinned versions, into a
+//! private directory (`toolchains/` in the compiled-code cache), never
+//! into the system. Building a crate runs its build script, so a source must
 //! resolve inside DIR or inside a directory the operator names with
 //! `--source-root`: a manifest dropped into the watched directory cannot
 //! make hookflow run code from anywhere else. Each output is written to a temporary file and renamed
@@ -90,6 +93,30 @@ pub const WIT_FILES: &[(&str, &str)] = &[
 /// The Python helper module (`plugins/python/hookflow_step.py`).
 pub const PYTHON_HELPER: &str = include_str!("../../plugins/python/hookflow_step.py");
 
+/// The componentize-js release JavaScript steps are built with.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// The JavaScript helper module (`plugins/js/hookflow-step.js`), imported
+/// as `hookflow-step`.
+pub const JS_HELPER: &str = include_str!("../../plugins/js/hookflow-step.js");
+
+/// The JavaScript toolchain: the npm packages, pinned whole by the lock
+/// file (`npm ci`), and the script that bundles a step.
+const JS_TOOLCHAIN: &[(&str, &str)] = &[
+    (
+        "package.json",
+        include_str!("../../plugins/js/toolchain/package.json"),
+    ),
+    (
+        "package-lock.json",
+        include_str!("../../plugins/js/toolchain/package-lock.json"),
+    ),
+    (
+        "bundle.mjs",
+        include_str!("../../plugins/js/toolchain/bundle.mjs"),
+    ),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("{}", config::joined(.0, "\n"))]
@@ -128,6 +155,11 @@ pub fn build_dir(
     } else {
         None
     };
+    let js = if kinds.contains(&Some(SourceKind::JavaScript)) {
+        Some(js_toolchain(toolchains, progress)?)
+    } else {
+        None
+    };
     let mut written = Vec::new();
     for (i, target) in targets.iter().enumerate() {
         let _ = writeln!(
@@ -138,8 +170,13 @@ pub fn build_dir(
             target.source.display(),
             target.output.display()
         );
-        match (SourceKind::of(&target.source), &python) {
-            (Some(SourceKind::Python), Some(toolchain)) => build_python(target, toolchain)?,
+        match SourceKind::of(&target.source) {
+            Some(SourceKind::Python) if let Some(toolchain) = &python => {
+                build_python(target, toolchain)?
+            }
+            Some(SourceKind::JavaScript) if let Some(toolchain) = &js => {
+                build_js(target, toolchain, progress)?
+            }
             _ => build_one(target)?,
         }
         written.push(target.output.clone());
@@ -331,6 +368,7 @@ fn python_toolchain(
     let venv = toolchains.join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let componentize = venv.join("bin/componentize-py");
     let done = venv.join(".installed");
+    let _lock = lock(toolchains).map_err(fail)?;
     if !done.is_file() {
         let _ = writeln!(
             progress,
@@ -353,34 +391,183 @@ fn python_toolchain(
         .map_err(fail)?;
         std::fs::write(&done, COMPONENTIZE_PY).map_err(|e| fail(e.to_string()))?;
     }
-    // The WIT and helper, by their content: a new hookflow writes its own.
-    let digest = {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for (path, text) in WIT_FILES {
-            h.update(path.as_bytes());
-            h.update(text.as_bytes());
-        }
-        h.update(PYTHON_HELPER.as_bytes());
-        hex::encode(&h.finalize()[..8])
-    };
-    let support = toolchains.join(format!("python-support-{digest}"));
-    if !support.join("python/hookflow_step.py").is_file() {
-        for (path, text) in WIT_FILES {
-            let to = support.join("wit").join(path);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| fail(e.to_string()))?;
-            }
-            std::fs::write(&to, text).map_err(|e| fail(e.to_string()))?;
-        }
-        std::fs::create_dir_all(support.join("python")).map_err(|e| fail(e.to_string()))?;
-        std::fs::write(support.join("python/hookflow_step.py"), PYTHON_HELPER)
-            .map_err(|e| fail(e.to_string()))?;
-    }
+    let support = support_dir(toolchains).map_err(fail)?;
     Ok(PythonToolchain {
         componentize,
         support,
     })
+}
+
+/// The WIT and the helper modules, written out under `toolchains` in a
+/// folder named by their content, so that a new hookflow writes its own.
+fn support_dir(toolchains: &Path) -> Result<PathBuf, String> {
+    let files: Vec<(String, &str)> = WIT_FILES
+        .iter()
+        .map(|(path, text)| (format!("wit/{path}"), *text))
+        .chain([
+            ("python/hookflow_step.py".to_string(), PYTHON_HELPER),
+            ("js/hookflow-step.js".to_string(), JS_HELPER),
+        ])
+        .collect();
+    let support = toolchains.join(format!("support-{}", digest(&files)));
+    if !support.join(".complete").is_file() {
+        write_files(&support, &files)?;
+        std::fs::write(support.join(".complete"), "").map_err(|e| e.to_string())?;
+    }
+    Ok(support)
+}
+
+/// Holds `toolchains/.lock` until dropped, so that two builds at once
+/// (two `hookflow build`s, or one beside a watching server) install and
+/// write each toolchain once, and never read one half-written.
+fn lock(toolchains: &Path) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(toolchains)
+        .map_err(|e| format!("cannot create {}: {e}", toolchains.display()))?;
+    let path = toolchains.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    file.lock()
+        .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+    Ok(file)
+}
+
+/// A short hex digest of named texts.
+fn digest<N: AsRef<str>>(files: &[(N, &str)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (path, text) in files {
+        h.update(path.as_ref().as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+fn write_files<N: AsRef<str>>(dir: &Path, files: &[(N, &str)]) -> Result<(), String> {
+    for (path, text) in files {
+        let to = dir.join(path.as_ref());
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&to, text).map_err(|e| format!("cannot write {}: {e}", to.display()))?;
+    }
+    Ok(())
+}
+
+/// What building a JavaScript step needs: node, the installed toolchain
+/// and the WIT and helper module it builds against.
+#[derive(Debug, Clone)]
+pub struct JsToolchain {
+    dir: PathBuf,
+    support: PathBuf,
+}
+
+/// componentize-js and rolldown, installed from npm on first use with
+/// `npm ci` against the embedded lock file into a folder of their own
+/// under `toolchains` (named by the lock's content). Install scripts do
+/// not run: the packages ship their binaries as plain files.
+fn js_toolchain(toolchains: &Path, progress: &mut impl Write) -> Result<JsToolchain, BuildError> {
+    let fail = |reason: String| BuildError::Toolchain {
+        tool: format!("componentize-js {COMPONENTIZE_JS}"),
+        reason,
+    };
+    let dir = toolchains.join(format!(
+        "componentize-js-{COMPONENTIZE_JS}-{}",
+        digest(JS_TOOLCHAIN)
+    ));
+    let done = dir.join(".installed");
+    let _lock = lock(toolchains).map_err(fail)?;
+    if !done.is_file() {
+        let _ = writeln!(
+            progress,
+            "installing componentize-js {COMPONENTIZE_JS} from npm into {} (once)",
+            dir.display()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        write_files(&dir, JS_TOOLCHAIN).map_err(fail)?;
+        run(
+            Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
+                .args(["--loglevel", "error"])
+                .current_dir(&dir),
+            "npm ci (Node.js 20 or later with npm is needed)",
+        )
+        .map_err(fail)?;
+        std::fs::write(&done, COMPONENTIZE_JS).map_err(|e| fail(e.to_string()))?;
+    }
+    let support = support_dir(toolchains).map_err(fail)?;
+    Ok(JsToolchain { dir, support })
+}
+
+/// A JavaScript step into a component: its npm dependencies installed
+/// when it declares some and has none yet (scripts off), the entry module
+/// bundled with them and the helper, then componentize-js against the
+/// `step` world. The runtime's `fetch-event` export is left out (a step
+/// exports `run`); `fetch` itself goes out through `wasi:http`.
+fn build_js(
+    target: &BuildTarget,
+    toolchain: &JsToolchain,
+    progress: &mut impl Write,
+) -> Result<(), BuildError> {
+    let fail = |reason: String| BuildError::Cargo {
+        crate_dir: target.source.display().to_string(),
+        reason,
+    };
+    let package = config::npm_package(&target.source).map_err(fail)?;
+    if !package.dependencies.is_empty() && !target.source.join("node_modules").is_dir() {
+        let _ = writeln!(
+            progress,
+            "installing the npm dependencies of {}",
+            target.source.display()
+        );
+        let verb = if target.source.join("package-lock.json").is_file() {
+            "ci"
+        } else {
+            "install"
+        };
+        run(
+            Command::new("npm")
+                .args([verb, "--no-audit", "--no-fund", "--ignore-scripts"])
+                .args(["--loglevel", "error"])
+                .current_dir(&target.source),
+            "npm",
+        )
+        .map_err(fail)?;
+    }
+    let entry = config::js_entry(&target.source).map_err(fail)?;
+    let scratch = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let bundled = scratch.path().join("step.js");
+    let out = scratch.path().join("step.wasm");
+    run(
+        Command::new("node")
+            .arg(toolchain.dir.join("bundle.mjs"))
+            .arg(&entry)
+            .arg(toolchain.support.join("js/hookflow-step.js"))
+            .arg(&bundled),
+        "bundling (node)",
+    )
+    .map_err(fail)?;
+    run(
+        Command::new("node")
+            .arg(
+                toolchain
+                    .dir
+                    .join("node_modules/@bytecodealliance/componentize-js/src/cli.js"),
+            )
+            .arg(&bundled)
+            .arg("--wit")
+            .arg(toolchain.support.join("wit"))
+            .args(["--world-name", "step", "--disable", "fetch-event", "--out"])
+            .arg(&out),
+        "componentize-js",
+    )
+    .map_err(fail)?;
+    install(&out, &target.output)
 }
 
 /// Runs `cmd`, its output passed through; an error names `what` failed.
@@ -462,8 +649,10 @@ pub fn watch_sources(
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         let in_target = |p: &PathBuf| {
-            p.components()
-                .any(|c| c.as_os_str() == "target" || c.as_os_str() == "__pycache__")
+            p.components().any(|c| {
+                ["target", "__pycache__", "node_modules"]
+                    .contains(&c.as_os_str().to_str().unwrap_or(""))
+            })
         };
         if crate::registry::watch::is_change(&event) && !event.paths.iter().all(in_target) {
             let _ = tx.send(());

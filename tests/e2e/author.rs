@@ -9,20 +9,28 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::caps::Sink;
-use crate::support::{BANNER, hookflow, plugin_dir, repo_root, shared_cache};
+use crate::support::{BANNER, Server, hookflow, plugin_dir, repo_root, shared_cache};
+
+/// The first `lang` code block after `marker` in `plugins/README.md`.
+fn guide_block(marker: &str, lang: &str) -> String {
+    let guide = std::fs::read_to_string(repo_root().join("plugins/README.md")).unwrap();
+    let (_, after) = guide
+        .split_once(marker)
+        .unwrap_or_else(|| panic!("plugins/README.md has {marker}"));
+    after
+        .split_once(&format!("```{lang}\n"))
+        .and_then(|(_, b)| b.split_once("```"))
+        .unwrap_or_else(|| panic!("a {lang} block follows {marker}"))
+        .0
+        .to_string()
+}
 
 /// The lines of the guide's command block (after its `guide:` marker).
 fn guide_lines() -> Vec<String> {
-    let guide = std::fs::read_to_string(repo_root().join("plugins/README.md")).unwrap();
-    let (_, after) = guide
-        .split_once("<!-- guide:")
-        .expect("plugins/README.md marks its guide");
-    let block = after
-        .split_once("```sh\n")
-        .and_then(|(_, b)| b.split_once("```"))
-        .expect("a sh block follows the marker")
-        .0;
-    block.lines().map(str::to_string).collect()
+    guide_block("<!-- guide:", "sh")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Cargo as the tests run it, building into the plugins' target directory
@@ -199,4 +207,171 @@ async fn run_step_prints_the_output_logs_and_audit_trail() {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{printed}");
     assert!(printed.starts_with("error (Permanent): "), "{printed}");
+}
+
+/// The body `-d '...'` and path of a guide's `curl` line.
+fn curl_parts(line: &str) -> (String, String) {
+    let path = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("localhost:8080"))
+        .expect("a localhost:8080 URL");
+    let body = line
+        .split_once("-d '")
+        .and_then(|(_, b)| b.strip_suffix('\''))
+        .expect("a -d '...' body");
+    (path.to_string(), body.to_string())
+}
+
+/// The Python and JavaScript guide, line by line as a shell would run it:
+/// `new` for both languages, their own tests natively, `serve --build`
+/// (installing both toolchains on first use), and a request to each.
+#[tokio::test]
+async fn the_python_and_javascript_guide_runs_as_written() {
+    let lines: Vec<String> = guide_block("<!-- guide-py-js:", "sh")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), 7, "{lines:?}");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let mut server = None;
+    let mut answered = 0;
+    for line in &lines {
+        if let Some(args) = line.strip_prefix("hookflow serve ") {
+            let mut cmd = hookflow_in(dir, &format!("serve {args}"));
+            cmd.env("HOOKFLOW_LISTEN", "127.0.0.1:0")
+                .env("HOOKFLOW_DB", dir.join("guide.redb"))
+                .env("HOOKFLOW_CACHE_DIR", shared_cache())
+                .env("HOOKFLOW_LOG", "warn");
+            server = Some(
+                hookflow_testkit::spawn(&mut cmd, BANNER, Duration::from_secs(600))
+                    .unwrap_or_else(|e| panic!("{line}: {e}")),
+            );
+        } else if let Some(args) = line.strip_prefix("hookflow ") {
+            let said = run_ok(&mut hookflow_in(dir, args), line);
+            assert!(said.contains("wrote "), "{line}: {said}");
+        } else if line.starts_with("(cd ") {
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(line)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{line}: {said}");
+            // unittest's summary, or node --test's.
+            let tested = said.contains("Ran 1 test") || said.contains("# pass 1");
+            assert!(tested, "{line}: {said}");
+        } else if line.starts_with("curl ") {
+            let started = server.as_ref().expect("serve runs before curl");
+            let (path, body) = curl_parts(line);
+            let answer = reqwest::Client::new()
+                .post(format!("{}{path}", started.listening))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "{line}");
+            let got: Value = answer.json().await.unwrap();
+            assert_eq!(
+                got["output"],
+                json!({"message": "Hello, Ada!"}),
+                "{line}: {got}"
+            );
+            answered += 1;
+        } else {
+            panic!("the guide has a line this test does not know: {line}");
+        }
+    }
+    if let Some(mut started) = server {
+        let _ = started.child.kill();
+        let _ = started.child.wait();
+    }
+    assert_eq!(answered, 2);
+    for made in ["hello_py.wasm", "hello_js.wasm"] {
+        assert!(dir.join("my-hooks/workflows/plugins").join(made).is_file());
+    }
+}
+
+/// "The same step, three ways": the guide's Rust, Python and JavaScript
+/// code, each built by `hookflow build` and run twice against a local
+/// receiver, all with the same grant: the count goes up in each one's
+/// bucket, the secret goes out as the bearer token, and the record keeps
+/// it redacted.
+#[tokio::test]
+async fn the_guides_same_step_runs_the_same_in_three_languages() {
+    plugin_dir(); // the Rust step's dependencies are compiled once
+    let sink = crate::caps::Sink::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let sources = [
+        ("notify-rs", "rust", "src/lib.rs"),
+        ("notify-py", "python", "app.py"),
+        ("notify-js", "js", "app.js"),
+    ];
+    for (name, lang, file) in sources {
+        run_ok(
+            &mut hookflow_in(dir, &format!("new plugin {name} --lang {lang} --dir .")),
+            name,
+        );
+        let code = guide_block("<!-- three-ways:", lang);
+        std::fs::write(dir.join(name).join(file), code).unwrap();
+        let text = format!(
+            "name = \"{name}\"\n\n[trigger]\npath = \"{name}\"\nmode = \"sync\"\nauth = {{ kind = \"none\" }}\n\n[secrets]\nAPI_TOKEN = \"env:NOTIFY_TOKEN\"\n\n[[steps]]\nsource = \"../{name}\"\nplugin = \"plugins/{}.wasm\"\nconfig = {{ url = \"{}\" }}\nallow = {{ http = [\"127.0.0.1\"], kv = true, config = [\"API_TOKEN\"] }}\n",
+            name.replace('-', "_"),
+            sink.url("/notify")
+        );
+        std::fs::write(dir.join("workflows").join(format!("{name}.toml")), text).unwrap();
+    }
+    std::fs::copy(
+        repo_root().join("plugins/Cargo.lock"),
+        dir.join("notify-rs/Cargo.lock"),
+    )
+    .unwrap();
+    let mut build = hookflow_in(dir, "build workflows --source-root .");
+    build.env("HOOKFLOW_CACHE_DIR", shared_cache());
+    run_ok(&mut build, "hookflow build");
+
+    let server = Server::start_with(
+        &dir.join("workflows"),
+        &dir.join("notify.redb"),
+        &[
+            ("HOOKFLOW_ALLOW_HTTP", "127.0.0.1"),
+            ("NOTIFY_TOKEN", "three-ways-s3cret"),
+        ],
+    );
+    for (i, (name, _, _)) in sources.iter().enumerate() {
+        for count in 1..=2 {
+            let r = server
+                .post_json(&format!("/hooks/{name}"), &json!({"name": "Ada"}))
+                .await;
+            let got: Value = r.json().await.unwrap();
+            assert_eq!(
+                got["output"],
+                json!({"count": count, "status": 200}),
+                "{name}: {got}"
+            );
+            assert!(!got.to_string().contains("three-ways-s3cret"), "{got}");
+        }
+        let seen = sink.seen();
+        assert_eq!(seen.len(), 2 * (i + 1), "{name}");
+        for (k, count) in [(2 * i, 1), (2 * i + 1, 2)] {
+            assert_eq!(seen[k].1, "/notify", "{name}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&seen[k].2).unwrap(),
+                json!({"text": format!("event {count}: Ada")}),
+                "{name}"
+            );
+            assert_eq!(
+                sink.header(k, "authorization").as_deref(),
+                Some("Bearer three-ways-s3cret"),
+                "{name}"
+            );
+        }
+    }
 }

@@ -494,7 +494,91 @@ async fn sockets_load_and_are_refused_and_audited() {
     let ops: Vec<&str> = calls.iter().filter_map(|c| c["op"].as_str()).collect();
     assert!(ops.contains(&"tcp"), "{calls:?}");
     assert!(ops.contains(&"lookup"), "{calls:?}");
-    for call in &calls {
+    all_socket_denials(&calls);
+    assert!(sink.seen().is_empty(), "a socket reached the sink");
+}
+
+/// Two workflows, `{prefix}-sync` and `{prefix}-async`, each one step
+/// built from the source folder `source` with the `sink`'s two URLs to
+/// notify, `/granted` on 127.0.0.1 (granted) and `/not-granted` on
+/// localhost (not), and `extra` lines for the step; `sections` go above.
+pub fn greeting_workflows(
+    work: &Workdir,
+    sink: &Sink,
+    prefix: &str,
+    source: &str,
+    sections: &str,
+    extra: &str,
+) {
+    let port = sink.addr.port();
+    for mode in ["sync", "async"] {
+        let name = format!("{prefix}-{mode}");
+        let text = Manifest::new(&name, NONE)
+            .trigger("mode", &format!("\"{mode}\""))
+            .to_string()
+            + &format!(
+                "\n{sections}\n[[steps]]\nsource = \"{source}\"\nconfig = {{ notify = [\"http://127.0.0.1:{port}/granted\", \"http://localhost:{port}/not-granted\"] }}\n{extra}\n"
+            );
+        work.manifest(&name, &text);
+    }
+}
+
+/// What a greeting step written in any language must do with its grant:
+/// answer `{prefix}-sync` with its greeting, the granted call made (and
+/// the only one the sink saw) and the other refused inside the step,
+/// saying `refused`; then record `{prefix}-async` with its logs and both
+/// calls audited. Returns the async execution.
+pub async fn greets_with_one_granted_call(
+    server: &Server,
+    sink: &Sink,
+    prefix: &str,
+    refused: &str,
+) -> Value {
+    let r = server
+        .post_json(&format!("/hooks/{prefix}-sync"), &json!({"name": "Ada"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let out = &answer["output"];
+    assert_eq!(out["message"], "Hello, Ada!", "{answer}");
+    assert_eq!(out["notify"][0], 200, "{answer}");
+    assert!(
+        out["notify"][1].as_str().unwrap().contains(refused),
+        "{answer}"
+    );
+    let seen = sink.seen();
+    assert_eq!(seen.len(), 1, "only the granted call was sent");
+    assert_eq!(seen[0].1, "/granted");
+    assert_eq!(
+        serde_json::from_str::<Value>(&seen[0].2).unwrap(),
+        json!({"text": "Hello, Ada!"})
+    );
+
+    let done = run_with(
+        server,
+        &format!("{prefix}-async"),
+        &json!({"name": "Grace"}),
+    )
+    .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let a = attempt(&done);
+    assert!(a["logs"].to_string().contains("attempt 1"), "{a}");
+    let calls = a["host_calls"].as_array().unwrap();
+    assert_eq!(calls[0]["status"], 200, "{a}");
+    assert_eq!(calls[1]["host"], "localhost", "{a}");
+    assert!(
+        calls[1]["denied"]
+            .as_str()
+            .unwrap()
+            .contains("not in this step's grant"),
+        "{a}"
+    );
+    done
+}
+
+/// Every host call is a refused socket use.
+pub fn all_socket_denials(calls: &[Value]) {
+    for call in calls {
         assert_eq!(call["kind"], "socket", "{call}");
         assert!(
             call["denied"]
@@ -504,5 +588,4 @@ async fn sockets_load_and_are_refused_and_audited() {
             "{call}"
         );
     }
-    assert!(sink.seen().is_empty(), "a socket reached the sink");
 }

@@ -15,6 +15,7 @@ mod hostile;
 mod idempotency;
 mod ingress;
 mod input;
+mod javascript;
 mod limits;
 mod python;
 mod readme;

@@ -2,10 +2,12 @@
 //! (componentize-py, installed on first use into the cache), and it runs
 //! end to end with the capabilities its grant allows.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::caps::{Sink, attempt, run_with};
-use crate::support::{Manifest, Workdir, hookflow, shared_cache};
+use crate::caps::{
+    Sink, all_socket_denials, attempt, greeting_workflows, greets_with_one_granted_call, run_with,
+};
+use crate::support::{Manifest, Workdir, build_sources};
 
 const NONE: &str = r#"{ kind = "none" }"#;
 
@@ -30,69 +32,69 @@ def run(input):
 async fn a_python_step_is_built_and_runs_with_its_grant() {
     let sink = Sink::start().await;
     let work = Workdir::new();
-    let src = work.dir().join("py-greet");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("app.py"), APP).unwrap();
-    let port = sink.addr.port();
-    let config = format!(
-        r#"{{ notify = ["http://127.0.0.1:{port}/granted", "http://localhost:{port}/not-granted"] }}"#
+    work.source("py-greet", &[("app.py", APP)]);
+    greeting_workflows(
+        &work,
+        &sink,
+        "py",
+        "py-greet",
+        "",
+        "allow = { http = [\"127.0.0.1\"] }",
     );
-    for (name, mode) in [("py-sync", "sync"), ("py-async", "async")] {
-        let text = Manifest::new(name, NONE)
-            .trigger("mode", &format!("\"{mode}\""))
-            .to_string()
-            + &format!(
-                "\n[[steps]]\nsource = \"py-greet\"\nconfig = {config}\nallow = {{ http = [\"127.0.0.1\"] }}\n"
-            );
-        work.manifest(name, &text);
-    }
-    let built = hookflow()
-        .arg("build")
-        .arg(work.dir())
-        .env("HOOKFLOW_CACHE_DIR", shared_cache())
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&built.stdout),
-        String::from_utf8_lossy(&built.stderr)
-    );
+    build_sources(&work.dir());
     assert!(work.dir().join("plugins/py_greet.wasm").is_file());
-
     let server = work.start_env(&[("HOOKFLOW_ALLOW_HTTP", "127.0.0.1")]);
-    let r = server
-        .post_json("/hooks/py-sync", &json!({"name": "Ada"}))
-        .await;
-    assert_eq!(r.status(), 200);
-    let answer: Value = r.json().await.unwrap();
-    let out = &answer["output"];
-    assert_eq!(out["message"], "Hello, Ada!", "{answer}");
-    assert_eq!(out["notify"][0], 200, "{answer}");
-    assert!(
-        out["notify"][1].as_str().unwrap().contains("denied"),
-        "{answer}"
-    );
-    let seen = sink.seen();
-    assert_eq!(seen.len(), 1, "only the granted call was sent");
-    assert_eq!(seen[0].1, "/granted");
-    assert_eq!(
-        serde_json::from_str::<Value>(&seen[0].2).unwrap(),
-        json!({"text": "Hello, Ada!"})
-    );
+    greets_with_one_granted_call(&server, &sink, "py", "denied").await;
+}
 
-    let done = run_with(&server, "py-async", &json!({"name": "Grace"})).await;
+const SOCKETS: &str = r#"
+import socket
+from hookflow_step import WitWorld, step
+
+def attempt(f):
+    try:
+        f()
+        return "allowed"
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
+
+@step(name="py-sockets")
+def run(input):
+    port = input["config"]["port"]
+    return {
+        "connect": attempt(lambda: socket.create_connection(("127.0.0.1", port), timeout=2)),
+        "socket": attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).connect(("127.0.0.1", port))),
+        "lookup": attempt(lambda: socket.getaddrinfo("localhost", 80)),
+    }
+"#;
+
+/// The Python runtime imports `wasi:sockets`: the component loads, and
+/// every use fails inside the guest, as Python's own error, with the
+/// denial in the attempt's audit trail; nothing reaches the listener.
+#[tokio::test]
+async fn a_python_step_importing_sockets_loads_and_every_use_is_refused() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let work = Workdir::new();
+    work.source("py-sockets", &[("app.py", SOCKETS)]);
+    let text = Manifest::new("py-sockets", NONE).to_string()
+        + &format!("\n[[steps]]\nsource = \"py-sockets\"\nconfig = {{ port = {port} }}\n");
+    work.manifest("py-sockets", &text);
+    build_sources(&work.dir());
+    let server = work.start();
+    let done = run_with(&server, "py-sockets", &json!({})).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let a = attempt(&done);
-    assert!(a["logs"].to_string().contains("attempt 1"), "{a}");
-    let calls = a["host_calls"].as_array().unwrap();
-    assert_eq!(calls[0]["status"], 200, "{a}");
-    assert_eq!(calls[1]["host"], "localhost", "{a}");
+    for op in ["connect", "socket", "lookup"] {
+        let said = done["output"][op].as_str().unwrap();
+        assert!(said.starts_with("PermissionError"), "{op}: {done}");
+    }
+    let calls = attempt(&done)["host_calls"].as_array().unwrap().clone();
+    assert!(calls.len() >= 3, "{calls:?}");
+    all_socket_denials(&calls);
     assert!(
-        calls[1]["denied"]
-            .as_str()
-            .unwrap()
-            .contains("not in this step's grant"),
-        "{a}"
+        calls.iter().any(|c| c["target"] == "localhost"),
+        "{calls:?}"
     );
+    assert!(listener.accept().is_err(), "a socket reached the listener");
 }

@@ -41,12 +41,38 @@ pub fn shared_cache() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("compiled-cache")
 }
 
+/// `hookflow build DIR` with the test run's cache (toolchains installed
+/// once per run); fails the test with the build's output.
+pub fn build_sources(dir: &Path) {
+    let built = hookflow()
+        .arg("build")
+        .arg(dir)
+        .env("HOOKFLOW_CACHE_DIR", shared_cache())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 /// A temporary workflow directory with the built plugins copied in.
 pub struct Workdir {
     pub tmp: tempfile::TempDir,
 }
 
 impl Workdir {
+    /// A plugin source folder `name` in the workflow directory.
+    pub fn source(&self, name: &str, files: &[(&str, &str)]) {
+        let dir = self.dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).unwrap();
+        }
+    }
+
     pub fn new() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let plugins = tmp.path().join("workflows/plugins");

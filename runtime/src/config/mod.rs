@@ -23,7 +23,8 @@ pub use auth::{Auth, Encoding, Secret, decode_standard_secret};
 pub use diagnostic::{Diagnostic, joined};
 pub use input::{FieldError, FieldType, InputField, InputRules};
 pub use scan::{
-    SourceKind, load_dir, load_file, manifest_files, parse_manifest, plugin_for_source, toml_error,
+    SourceKind, js_entry, load_dir, load_file, manifest_files, npm_package, parse_manifest,
+    plugin_for_source, toml_error,
 };
 pub use spec::{
     Method, Mode, OnDuplicate, Rate, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,

@@ -226,15 +226,23 @@ pub fn toml_error(file: &Path, source: &str, e: &toml::de::Error) -> Diagnostic 
     }
 }
 
-/// The plugin file a `source` crate builds to when the step names none:
-/// `plugins/{package name}.wasm`, `-` written as `_` (as cargo names it).
-pub fn plugin_for_source(crate_dir: &Path) -> Result<String, String> {
-    let name = match SourceKind::of(crate_dir) {
-        Some(SourceKind::Python) => crate_dir
-            .file_name()
+/// The plugin file a `source` builds to when the step names none:
+/// `plugins/{name}.wasm`, `-` written as `_` (as cargo names it), where
+/// the name is the crate's package name, the `package.json` name (without
+/// its scope) or else the folder's name.
+pub fn plugin_for_source(dir: &Path) -> Result<String, String> {
+    let folder = || {
+        dir.file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("{} has no folder name", crate_dir.display()))?,
-        _ => package_name(crate_dir)?,
+            .ok_or_else(|| format!("{} has no folder name", dir.display()))
+    };
+    let name = match SourceKind::of(dir) {
+        Some(SourceKind::Rust) => package_name(dir)?,
+        Some(SourceKind::JavaScript) => match npm_package(dir)?.name {
+            Some(name) => name.rsplit('/').next().unwrap_or(&name).to_string(),
+            None => folder()?,
+        },
+        _ => folder()?,
     };
     Ok(format!("plugins/{}.wasm", name.replace('-', "_")))
 }
@@ -246,6 +254,9 @@ pub enum SourceKind {
     Rust,
     /// A Python module (`app.py`): componentize-py.
     Python,
+    /// A JavaScript module (`package.json`, `app.js`, `index.js` or a
+    /// single `*.js`): bundled, then componentize-js.
+    JavaScript,
 }
 
 impl SourceKind {
@@ -254,10 +265,63 @@ impl SourceKind {
             Some(Self::Rust)
         } else if dir.join("app.py").is_file() {
             Some(Self::Python)
+        } else if dir.join("package.json").is_file() || !js_files(dir).is_empty() {
+            Some(Self::JavaScript)
         } else {
             None
         }
     }
+}
+
+/// The fields of a `package.json` that building reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct NpmPackage {
+    pub name: Option<String>,
+    pub main: Option<String>,
+    #[serde(default)]
+    pub dependencies: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The `package.json` at `dir`, or an empty one when there is none.
+pub fn npm_package(dir: &Path) -> Result<NpmPackage, String> {
+    let path = dir.join("package.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not a package.json: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NpmPackage::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The module a JavaScript step starts from: `package.json`'s `main`,
+/// else `app.js`, else `index.js`, else the folder's only `*.js`.
+pub fn js_entry(dir: &Path) -> Result<PathBuf, String> {
+    if let Some(main) = npm_package(dir)?.main {
+        return Ok(dir.join(main));
+    }
+    for name in ["app.js", "index.js"] {
+        if dir.join(name).is_file() {
+            return Ok(dir.join(name));
+        }
+    }
+    match js_files(dir).as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(format!("{} holds no JavaScript module", dir.display())),
+        _ => Err(format!(
+            "{} holds several *.js and none is app.js or index.js: name the entry as `main` in a package.json",
+            dir.display()
+        )),
+    }
+}
+
+/// The `*.js` and `*.mjs` files directly in `dir`.
+fn js_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "js" || x == "mjs"))
+        .collect()
 }
 
 /// The `[package] name` of the crate at `dir`.
@@ -446,5 +510,58 @@ plugin = "../outside.wasm"
         std::fs::create_dir(&file).unwrap();
         let errs = load_file(&file, &root).unwrap_err();
         assert!(errs[0].message.contains("not a regular file"), "{errs:?}");
+    }
+
+    #[test]
+    fn a_source_folder_is_known_by_what_it_holds_and_names_its_plugin() {
+        let root = tempfile::tempdir().unwrap();
+        let folder = |name: &str, files: &[(&str, &str)]| {
+            let dir = root.path().join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (file, text) in files {
+                std::fs::write(dir.join(file), text).unwrap();
+            }
+            dir
+        };
+        let rust = folder("r", &[("Cargo.toml", "[package]\nname = \"my-step\"\n")]);
+        assert_eq!(SourceKind::of(&rust), Some(SourceKind::Rust));
+        assert_eq!(plugin_for_source(&rust).unwrap(), "plugins/my_step.wasm");
+
+        let py = folder("py-step", &[("app.py", "")]);
+        assert_eq!(SourceKind::of(&py), Some(SourceKind::Python));
+        assert_eq!(plugin_for_source(&py).unwrap(), "plugins/py_step.wasm");
+
+        let npm = folder(
+            "npm",
+            &[(
+                "package.json",
+                r#"{"name": "@acme/js-step", "main": "src/main.js"}"#,
+            )],
+        );
+        assert_eq!(SourceKind::of(&npm), Some(SourceKind::JavaScript));
+        assert_eq!(plugin_for_source(&npm).unwrap(), "plugins/js_step.wasm");
+        assert_eq!(js_entry(&npm).unwrap(), npm.join("src/main.js"));
+
+        let app = folder("app-js", &[("app.js", ""), ("util.js", "")]);
+        assert_eq!(js_entry(&app).unwrap(), app.join("app.js"));
+        assert_eq!(plugin_for_source(&app).unwrap(), "plugins/app_js.wasm");
+        let single = folder("single", &[("hook.mjs", "")]);
+        assert_eq!(SourceKind::of(&single), Some(SourceKind::JavaScript));
+        assert_eq!(js_entry(&single).unwrap(), single.join("hook.mjs"));
+
+        let several = folder("several", &[("a.js", ""), ("b.js", "")]);
+        assert_eq!(SourceKind::of(&several), Some(SourceKind::JavaScript));
+        assert!(
+            js_entry(&several)
+                .unwrap_err()
+                .contains("name the entry as `main`")
+        );
+        let broken = folder("broken", &[("package.json", "{not json")]);
+        assert!(
+            plugin_for_source(&broken)
+                .unwrap_err()
+                .contains("not a package.json")
+        );
+        assert_eq!(SourceKind::of(&folder("empty", &[])), None);
     }
 }

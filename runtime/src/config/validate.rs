@@ -232,7 +232,7 @@ impl Checker<'_> {
                 self.error(
                     s.span(),
                     format!(
-                        "source `{}` is neither a Rust crate (no Cargo.toml there) nor a Python module (no app.py)",
+                        "source `{}` is not a plugin source: no Cargo.toml (Rust), app.py (Python), or package.json or *.js (JavaScript) there",
                         s.get_ref()
                     ),
                 );

@@ -208,7 +208,12 @@ impl WasiHttpHooks for HttpGate {
                 *denied = Some(why);
             }
             self.audit.record(call);
-            return Box::new(async { Err(Error::HttpRequestDenied) });
+            // The refusal is the answer, given once the body is read.
+            let cap = self.limits.max_request_body;
+            return Box::new(async move {
+                drain(request.into_body(), cap).await;
+                Err(Error::HttpRequestDenied)
+            });
         }
         self.calls += 1;
         let entry = self.audit.record(call);
@@ -216,11 +221,12 @@ impl WasiHttpHooks for HttpGate {
         let config = self.tls.clone();
         let audit = self.audit.clone();
         Box::new(async move {
+            let mut pending = Some(request);
             let outcome = async {
                 let addr = limits.resolve(&host, port).await?;
                 let timeout = clamp(options, limits.timeout);
                 send_pinned(
-                    request,
+                    &mut pending,
                     Target {
                         addr,
                         host: &host,
@@ -257,6 +263,9 @@ impl WasiHttpHooks for HttpGate {
                             *duration_us = micros(started);
                         }
                     });
+                    if let Some(request) = pending {
+                        drain(request.into_body(), limits.max_request_body).await;
+                    }
                     Err(error)
                 }
             }
@@ -324,8 +333,24 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> S
 /// Sends `request` over a new connection to the checked address, within
 /// `timeout` for the connection and the answer's head, and the whole
 /// answer within `timeout` from the request.
+/// Reads a request body the host will not send to its end (or past
+/// `cap` bytes), so that the guest writing it sees its request refused in
+/// the answer, as from a server, not its body stream closed under it: some
+/// runtimes (JavaScript's) abort on the latter.
+async fn drain(mut body: WasiBody, cap: u64) {
+    let mut read = 0u64;
+    while read <= cap {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
+            _ => break,
+        }
+    }
+}
+
+/// Sends the request in `pending`, taking it only once a connection is
+/// ready: a failure before then leaves it there, for [`drain`].
 async fn send_pinned(
-    mut request: http::Request<WasiBody>,
+    pending: &mut Option<http::Request<WasiBody>>,
     target: Target<'_>,
     timeout: Duration,
     limits: &HttpLimits,
@@ -374,6 +399,12 @@ async fn send_pinned(
         .await
         .map_err(|e| failed(Error::from(e), "the HTTP handshake failed".into()))?;
 
+    let Some(mut request) = pending.take() else {
+        return Err(failed(
+            Error::InternalError(None),
+            "no request to send".into(),
+        ));
+    };
     // The request line carries the path only (not a proxy request).
     let path = request
         .uri()
