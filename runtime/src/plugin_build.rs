@@ -1,7 +1,8 @@
 //! `hookflow build DIR`: compiles every plugin source that the manifests in
 //! DIR name as `source`, into the `.wasm` file the step loads: a Rust crate
 //! with the machine's cargo (adding the `wasm32-wasip2` target when it is
-//! missing), a Python module (`app.py`) with componentize-py, a
+//! missing), a Python module (`app.py`, its `pyproject.toml` dependencies
+//! installed as pure-Python wheels) with componentize-py, a
 //! JavaScript module (`package.json` or `*.js`) bundled with rolldown then
 //! built with componentize-js. The Python and JavaScript toolchains are
 //! installed on first use, from PyPI and npm at pinned versions, into a
@@ -172,7 +173,7 @@ pub fn build_dir(
         );
         match SourceKind::of(&target.source) {
             Some(SourceKind::Python) if let Some(toolchain) = &python => {
-                build_python(target, toolchain)?
+                build_python(target, toolchain, progress)?
             }
             Some(SourceKind::JavaScript) if let Some(toolchain) = &js => {
                 build_js(target, toolchain, progress)?
@@ -351,6 +352,7 @@ fn build_one(target: &BuildTarget) -> Result<(), BuildError> {
 #[derive(Debug, Clone)]
 pub struct PythonToolchain {
     componentize: PathBuf,
+    pip: PathBuf,
     support: PathBuf,
 }
 
@@ -367,33 +369,24 @@ fn python_toolchain(
     };
     let venv = toolchains.join(format!("componentize-py-{COMPONENTIZE_PY}"));
     let componentize = venv.join("bin/componentize-py");
-    let done = venv.join(".installed");
-    let _lock = lock(toolchains).map_err(fail)?;
-    if !done.is_file() {
-        let _ = writeln!(
-            progress,
-            "installing componentize-py {COMPONENTIZE_PY} from PyPI into {} (once)",
-            venv.display()
-        );
-        let _ = std::fs::remove_dir_all(&venv);
-        std::fs::create_dir_all(toolchains).map_err(|e| fail(e.to_string()))?;
+    let what = format!("componentize-py {COMPONENTIZE_PY} from PyPI");
+    let _lock = install_once(toolchains, &venv, &what, progress, || {
         run(
             Command::new("python3").arg("-m").arg("venv").arg(&venv),
             "python3 -m venv (Python 3 with venv is needed)",
-        )
-        .map_err(fail)?;
+        )?;
         run(
             Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
                 .arg(format!("componentize-py=={COMPONENTIZE_PY}")),
             "pip install",
         )
-        .map_err(fail)?;
-        std::fs::write(&done, COMPONENTIZE_PY).map_err(|e| fail(e.to_string()))?;
-    }
+    })
+    .map_err(fail)?;
     let support = support_dir(toolchains).map_err(fail)?;
     Ok(PythonToolchain {
         componentize,
+        pip: venv.join("bin/pip"),
         support,
     })
 }
@@ -433,6 +426,29 @@ fn lock(toolchains: &Path) -> Result<std::fs::File, String> {
     file.lock()
         .map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
     Ok(file)
+}
+
+/// Installs a toolchain into `dir` with `install` unless an earlier run
+/// finished it (its `.installed` marker), saying so on `progress`; a
+/// half-done install is started again from nothing. Returns the
+/// toolchains lock, to hold while the toolchain is set up.
+fn install_once(
+    toolchains: &Path,
+    dir: &Path,
+    what: &str,
+    progress: &mut impl Write,
+    install: impl FnOnce() -> Result<(), String>,
+) -> Result<std::fs::File, String> {
+    let held = lock(toolchains)?;
+    let done = dir.join(".installed");
+    if !done.is_file() {
+        let _ = writeln!(progress, "installing {what} into {} (once)", dir.display());
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        install()?;
+        std::fs::write(&done, what).map_err(|e| e.to_string())?;
+    }
+    Ok(held)
 }
 
 /// A short hex digest of named texts.
@@ -480,16 +496,9 @@ fn js_toolchain(toolchains: &Path, progress: &mut impl Write) -> Result<JsToolch
         "componentize-js-{COMPONENTIZE_JS}-{}",
         digest(JS_TOOLCHAIN)
     ));
-    let done = dir.join(".installed");
-    let _lock = lock(toolchains).map_err(fail)?;
-    if !done.is_file() {
-        let _ = writeln!(
-            progress,
-            "installing componentize-js {COMPONENTIZE_JS} from npm into {} (once)",
-            dir.display()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        write_files(&dir, JS_TOOLCHAIN).map_err(fail)?;
+    let what = format!("componentize-js {COMPONENTIZE_JS} from npm");
+    let _lock = install_once(toolchains, &dir, &what, progress, || {
+        write_files(&dir, JS_TOOLCHAIN)?;
         run(
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts"])
@@ -497,9 +506,8 @@ fn js_toolchain(toolchains: &Path, progress: &mut impl Write) -> Result<JsToolch
                 .current_dir(&dir),
             "npm ci (Node.js 20 or later with npm is needed)",
         )
-        .map_err(fail)?;
-        std::fs::write(&done, COMPONENTIZE_JS).map_err(|e| fail(e.to_string()))?;
-    }
+    })
+    .map_err(fail)?;
     let support = support_dir(toolchains).map_err(fail)?;
     Ok(JsToolchain { dir, support })
 }
@@ -585,36 +593,62 @@ fn run(cmd: &mut Command, what: &str) -> Result<(), String> {
 }
 
 /// `app.py` in `target.source`, with the helper module, into a component.
-fn build_python(target: &BuildTarget, toolchain: &PythonToolchain) -> Result<(), BuildError> {
+/// The `pyproject.toml` dependencies, when there are any, are installed
+/// first with the toolchain's pip into a scratch folder that goes into the
+/// component beside them: pure-Python wheels only (a native extension
+/// built for this machine would not run in WebAssembly, and no package's
+/// setup code runs).
+fn build_python(
+    target: &BuildTarget,
+    toolchain: &PythonToolchain,
+    progress: &mut impl Write,
+) -> Result<(), BuildError> {
     let fail = |reason: String| BuildError::Cargo {
         crate_dir: target.source.display().to_string(),
         reason,
     };
-    let out = std::env::temp_dir().join(format!(
-        "hookflow-build-{}-{}.wasm",
-        std::process::id(),
-        target
-            .output
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    run(
-        Command::new(&toolchain.componentize)
-            .arg("-d")
-            .arg(toolchain.support.join("wit"))
-            .args(["-w", "step", "componentize", "app", "-p"])
-            .arg(&target.source)
-            .arg("-p")
-            .arg(toolchain.support.join("python"))
-            .arg("-o")
-            .arg(&out),
-        "componentize-py",
-    )
-    .map_err(fail)?;
-    let installed = install(&out, &target.output);
-    let _ = std::fs::remove_file(&out);
-    installed
+    if !target.source.join("app.py").is_file() {
+        return Err(fail(
+            "a Python step is the module app.py, and this folder has none".into(),
+        ));
+    }
+    let requirements = config::py_project(&target.source)
+        .map_err(fail)?
+        .project
+        .dependencies;
+    let scratch = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let deps = scratch.path().join("deps");
+    if !requirements.is_empty() {
+        let _ = writeln!(
+            progress,
+            "installing {} from PyPI (pure-Python wheels)",
+            requirements.join(", ")
+        );
+        run(
+            Command::new(&toolchain.pip)
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg("--target")
+                .arg(&deps)
+                .args(["--only-binary=:all:", "--platform", "any"])
+                .args(["--implementation", "py"])
+                .args(&requirements),
+            "pip install (only pure-Python wheels can go into a component)",
+        )
+        .map_err(fail)?;
+    }
+    let out = scratch.path().join("step.wasm");
+    let mut cmd = Command::new(&toolchain.componentize);
+    cmd.arg("-d")
+        .arg(toolchain.support.join("wit"))
+        .args(["-w", "step", "componentize", "app", "-p"])
+        .arg(&target.source)
+        .arg("-p")
+        .arg(toolchain.support.join("python"));
+    if deps.is_dir() {
+        cmd.arg("-p").arg(&deps);
+    }
+    run(cmd.arg("-o").arg(&out), "componentize-py").map_err(fail)?;
+    install(&out, &target.output)
 }
 
 /// Copies `from` to `to` through a temporary file and a rename.

@@ -8,6 +8,7 @@ use crate::caps::{Sink, attempt, greeting_workflows, greets_with_one_granted_cal
 use crate::support::{Workdir, build_sources};
 
 const APP: &str = r#"
+import isNumber from 'is-number';
 import { step, config, log, Retryable } from 'hookflow-step';
 import { greeting } from './greeting.js';
 
@@ -29,9 +30,14 @@ export const { describe, run } = step({ name: 'js-greet', description: 'Greets, 
       notify.push(String(e));
     }
   }
-  return { message, notify };
+  return { message, notify, numeric: isNumber(input.request.receivedAtMs) };
 });
 "#;
+
+/// The step's npm dependency (CommonJS), installed by the build and
+/// bundled into the component.
+const PACKAGE: &str =
+    r#"{ "name": "js-greet", "main": "app.js", "dependencies": { "is-number": "7.0.0" } }"#;
 
 const GREETING: &str = "export const greeting = (name) => `Hello, ${name}!`;\n";
 
@@ -39,7 +45,14 @@ const GREETING: &str = "export const greeting = (name) => `Hello, ${name}!`;\n";
 async fn a_javascript_step_is_built_and_runs_with_its_grant() {
     let sink = Sink::start().await;
     let work = Workdir::new();
-    work.source("js-greet", &[("app.js", APP), ("greeting.js", GREETING)]);
+    work.source(
+        "js-greet",
+        &[
+            ("package.json", PACKAGE),
+            ("app.js", APP),
+            ("greeting.js", GREETING),
+        ],
+    );
     greeting_workflows(
         &work,
         &sink,
@@ -56,6 +69,7 @@ async fn a_javascript_step_is_built_and_runs_with_its_grant() {
     ]);
     let done = greets_with_one_granted_call(&server, &sink, "js", "NetworkError").await;
     assert_eq!(sink.header(0, "x-token").as_deref(), Some("s3cret-token"));
+    assert_eq!(done["output"]["numeric"], true, "{done}");
     assert!(
         attempt(&done)["logs"]
             .to_string()

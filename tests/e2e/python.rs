@@ -12,6 +12,7 @@ use crate::support::{Manifest, Workdir, build_sources};
 const NONE: &str = r#"{ kind = "none" }"#;
 
 const APP: &str = r#"
+import six
 from hookflow_step import WitWorld, step, http, log, Permanent
 
 @step(name="py-greet", description="Greets, and tells two hosts")
@@ -25,14 +26,20 @@ def run(input):
             results.append(answer.status)
         except Permanent as e:
             results.append(str(e))
-    return {"message": message, "notify": results}
+    return {"message": message, "notify": results, "six": six.__version__}
 "#;
+
+/// The step's PyPI dependency, installed by the build into the component.
+const PYPROJECT: &str = "[project]\nname = \"py-greet\"\ndependencies = [\"six==1.16.0\"]\n";
 
 #[tokio::test]
 async fn a_python_step_is_built_and_runs_with_its_grant() {
     let sink = Sink::start().await;
     let work = Workdir::new();
-    work.source("py-greet", &[("app.py", APP)]);
+    work.source(
+        "py-greet",
+        &[("app.py", APP), ("pyproject.toml", PYPROJECT)],
+    );
     greeting_workflows(
         &work,
         &sink,
@@ -44,7 +51,8 @@ async fn a_python_step_is_built_and_runs_with_its_grant() {
     build_sources(&work.dir());
     assert!(work.dir().join("plugins/py_greet.wasm").is_file());
     let server = work.start_env(&[("HOOKFLOW_ALLOW_HTTP", "127.0.0.1")]);
-    greets_with_one_granted_call(&server, &sink, "py", "denied").await;
+    let done = greets_with_one_granted_call(&server, &sink, "py", "denied").await;
+    assert_eq!(done["output"]["six"], "1.16.0", "{done}");
 }
 
 const SOCKETS: &str = r#"

@@ -24,7 +24,7 @@ pub use diagnostic::{Diagnostic, joined};
 pub use input::{FieldError, FieldType, InputField, InputRules};
 pub use scan::{
     SourceKind, js_entry, load_dir, load_file, manifest_files, npm_package, parse_manifest,
-    plugin_for_source, toml_error,
+    plugin_for_source, py_project, toml_error,
 };
 pub use spec::{
     Method, Mode, OnDuplicate, Rate, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,

@@ -242,6 +242,10 @@ pub fn plugin_for_source(dir: &Path) -> Result<String, String> {
             Some(name) => name.rsplit('/').next().unwrap_or(&name).to_string(),
             None => folder()?,
         },
+        Some(SourceKind::Python) => match py_project(dir)?.project.name {
+            Some(name) => name,
+            None => folder()?,
+        },
         _ => folder()?,
     };
     Ok(format!("plugins/{}.wasm", name.replace('-', "_")))
@@ -252,7 +256,8 @@ pub fn plugin_for_source(dir: &Path) -> Result<String, String> {
 pub enum SourceKind {
     /// A Rust crate (`Cargo.toml`): cargo, for `wasm32-wasip2`.
     Rust,
-    /// A Python module (`app.py`): componentize-py.
+    /// A Python module (`app.py`, with a `pyproject.toml` when it has
+    /// dependencies): componentize-py.
     Python,
     /// A JavaScript module (`package.json`, `app.js`, `index.js` or a
     /// single `*.js`): bundled, then componentize-js.
@@ -263,13 +268,39 @@ impl SourceKind {
     pub fn of(dir: &Path) -> Option<Self> {
         if dir.join("Cargo.toml").is_file() {
             Some(Self::Rust)
-        } else if dir.join("app.py").is_file() {
+        } else if dir.join("app.py").is_file() || dir.join("pyproject.toml").is_file() {
             Some(Self::Python)
         } else if dir.join("package.json").is_file() || !js_files(dir).is_empty() {
             Some(Self::JavaScript)
         } else {
             None
         }
+    }
+}
+
+/// The fields of a `pyproject.toml` that building reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct PyProject {
+    #[serde(default)]
+    pub project: PyProjectTable,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PyProjectTable {
+    pub name: Option<String>,
+    /// Requirements, as pip reads them (`"six==1.16.0"`).
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+}
+
+/// The `pyproject.toml` at `dir`, or an empty one when there is none.
+pub fn py_project(dir: &Path) -> Result<PyProject, String> {
+    let path = dir.join("pyproject.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map_err(|e| format!("{}: not a pyproject.toml: {}", path.display(), e.message())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PyProject::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
@@ -530,6 +561,22 @@ plugin = "../outside.wasm"
         let py = folder("py-step", &[("app.py", "")]);
         assert_eq!(SourceKind::of(&py), Some(SourceKind::Python));
         assert_eq!(plugin_for_source(&py).unwrap(), "plugins/py_step.wasm");
+        let pyproject = folder(
+            "pp",
+            &[(
+                "pyproject.toml",
+                "[project]\nname = \"hook-py\"\ndependencies = [\"six==1.16.0\"]\n",
+            )],
+        );
+        assert_eq!(SourceKind::of(&pyproject), Some(SourceKind::Python));
+        assert_eq!(
+            plugin_for_source(&pyproject).unwrap(),
+            "plugins/hook_py.wasm"
+        );
+        assert_eq!(
+            py_project(&pyproject).unwrap().project.dependencies,
+            ["six==1.16.0"]
+        );
 
         let npm = folder(
             "npm",

@@ -232,7 +232,7 @@ impl Checker<'_> {
                 self.error(
                     s.span(),
                     format!(
-                        "source `{}` is not a plugin source: no Cargo.toml (Rust), app.py (Python), or package.json or *.js (JavaScript) there",
+                        "source `{}` is not a plugin source: no Cargo.toml (Rust), app.py or pyproject.toml (Python), or package.json or *.js (JavaScript) there",
                         s.get_ref()
                     ),
                 );
