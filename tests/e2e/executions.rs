@@ -270,6 +270,87 @@ config = { mode = "sleep", ms = 1500 }
     assert_eq!(done["output"], json!({"late": true}));
 }
 
+/// RFC 7240 `Prefer`, within what the manifest allows: a sync workflow
+/// answers at once when asked (`respond-async`, said back in
+/// `Preference-Applied`) or waits no longer than asked (`wait=N`), by
+/// webhook and by `POST /api/v1/run`; an async workflow stays async.
+#[tokio::test]
+async fn a_sender_may_ask_for_the_answer_at_once_or_for_a_shorter_wait() {
+    let work = Workdir::new();
+    work.manifest(
+        "now",
+        &one_step("now", "sync", r#"{ kind = "none" }"#, "echo", "{}"),
+    )
+    .manifest(
+        "later",
+        &one_step("later", "async", r#"{ kind = "none" }"#, "echo", "{}"),
+    )
+    .manifest(
+        "slow",
+        r#"
+[trigger]
+path = "slow"
+mode = "sync"
+sync_timeout = "60s"
+auth = { kind = "none" }
+[[steps]]
+plugin = "plugins/fail.wasm"
+config = { mode = "sleep", ms = 1500 }
+"#,
+    );
+    let server = work.start();
+    let post = |path: &str, prefer: &str| {
+        server
+            .post(path)
+            .header("prefer", prefer)
+            .json(&json!({"n": 1}))
+    };
+
+    let r = post("/hooks/now", "respond-async").go().await;
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.headers()["preference-applied"], "respond-async");
+    let ack: serde_json::Value = r.json().await.unwrap();
+    let done = server
+        .wait_finished(
+            ack["execution_id"].as_str().unwrap(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"], json!({"n": 1}));
+
+    // Unknown preferences change nothing: the manifest's sync answer.
+    let r = post("/hooks/now", "handling=lenient, return=minimal")
+        .go()
+        .await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers().get("preference-applied").is_none());
+
+    // Waits no longer than asked: the step takes 1.5 s, the sender 0 s.
+    let r = post("/hooks/slow", "wait=0").go().await;
+    assert_eq!(r.status().as_u16(), 202);
+    let r = post("/hooks/slow", "respond-async; foo=bar, wait=30")
+        .go()
+        .await;
+    assert_eq!(r.status().as_u16(), 200, "waited for the result");
+
+    // An async workflow's output is not the sender's to wait for.
+    let r = post("/hooks/later", "wait=30").go().await;
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(r.headers().get("preference-applied").is_none());
+
+    // The same through the run API.
+    let r = server
+        .post("/api/v1/run")
+        .bearer_auth(crate::support::ADMIN_TOKEN)
+        .header("prefer", "respond-async")
+        .json(&json!({"workflow": "now", "data": {"n": 2}}))
+        .go()
+        .await;
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(r.headers()["preference-applied"], "respond-async");
+}
+
 #[tokio::test]
 async fn an_execution_cut_off_by_a_crash_resumes_at_the_next_start() {
     let work = Workdir::new();

@@ -129,6 +129,48 @@ plugin = "plugins/echo.wasm"
     assert_eq!(r.status().as_u16(), 202);
 }
 
+/// A percent-encoded path reaches the workflow at the decoded path
+/// (Flowker's `orders%2Fpaid` is `orders/paid`); the step sees the path as
+/// it was sent; what does not decode to a served path is 404.
+#[tokio::test]
+async fn percent_encoded_paths_route_to_the_nested_path() {
+    let work = Workdir::new();
+    work.manifest(
+        "paid",
+        &one_step(
+            "orders/paid",
+            "sync",
+            r#"{ kind = "none" }"#,
+            "echo",
+            "{ full = true }",
+        ),
+    );
+    let server = work.start();
+    for sent in ["orders%2Fpaid", "orders%2fpaid", "%6Frders/paid"] {
+        let r = server
+            .post_json(&format!("/hooks/{sent}"), &json!({"n": 1}))
+            .await;
+        assert_eq!(r.status().as_u16(), 200, "{sent}");
+        let answer: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(
+            answer["output"]["request"]["path"],
+            format!("/hooks/{sent}"),
+            "{answer}"
+        );
+    }
+    for unknown in [
+        "orders%2Fpaid%2F",
+        "orders%252Fpaid",
+        "orders%FFpaid",
+        "orders%2",
+    ] {
+        let r = server
+            .post_json(&format!("/hooks/{unknown}"), &json!({}))
+            .await;
+        error_body(r, 404, "not-found").await;
+    }
+}
+
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_with_or_without_content_length() {
     let work = Workdir::new();

@@ -80,7 +80,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
         key,
         trigger: Trigger::Api,
         user: run.user,
+        wait: http::wait_preference(&parts.headers),
     };
+    let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer(outcome))
+    Ok(http::answer_preferring(outcome, wait, mode))
 }

@@ -11,8 +11,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::HttpError;
+use crate::config::Mode;
 use crate::execution::{Execution, ShapedResponse, Status};
-use crate::intake::Outcome;
+use crate::intake::{Outcome, Wait};
 
 /// The HTTP answer to an intake outcome.
 pub fn answer(outcome: Outcome) -> Response {
@@ -27,6 +28,20 @@ pub fn answer(outcome: Outcome) -> Response {
             response
         }
     }
+}
+
+/// [`answer`], saying `Preference-Applied: respond-async` (RFC 7240)
+/// when the sender asked a sync workflow for the answer at once and got
+/// it.
+pub fn answer_preferring(outcome: Outcome, wait: Wait, mode: Mode) -> Response {
+    let mut response = answer(outcome);
+    if wait == Wait::NoWait && mode == Mode::Sync && response.status() == StatusCode::ACCEPTED {
+        response.headers_mut().insert(
+            HeaderName::from_static("preference-applied"),
+            HeaderValue::from_static("respond-async"),
+        );
+    }
+    response
 }
 
 /// Where an execution can be followed.

@@ -8,9 +8,10 @@ mod credentials;
 mod error;
 mod request;
 
-pub use answer::answer;
+pub use answer::{answer, answer_preferring};
 pub use credentials::{check_bearer, check_header, is_credential};
 pub use error::{Busy, HttpError};
 pub use request::{
     IDEMPOTENCY_KEY, content_type, drain_refused, header_text, read_body, request_meta,
+    wait_preference,
 };

@@ -19,6 +19,7 @@ use super::credentials::is_credential;
 use super::error::HttpError;
 use crate::config::Auth;
 use crate::execution::{RequestMeta, now_ms};
+use crate::intake::Wait;
 
 /// Bodies up to this size are read and dropped after an early refusal.
 const DRAIN_MAX: u64 = 64 * 1024;
@@ -119,6 +120,36 @@ pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// What the sender's `Prefer` headers (RFC 7240) ask of the answer:
+/// `respond-async`, or `wait=N` (seconds; with or without
+/// `respond-async`, which then says what to do when the wait is over).
+/// Preferences are case-insensitive and may share a header, separated by
+/// commas; any other, and a malformed `wait`, is ignored, as the RFC says.
+pub fn wait_preference(headers: &HeaderMap) -> Wait {
+    let mut wait = Wait::AsManifest;
+    let prefs = headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for pref in prefs {
+        // Parameters after `;` do not change these two preferences.
+        let token = pref.split(';').next().unwrap_or_default().trim();
+        let (name, value) = token.split_once('=').unwrap_or((token, ""));
+        let value = value.trim().trim_matches('"');
+        if name.trim().eq_ignore_ascii_case("respond-async") {
+            if wait == Wait::AsManifest {
+                wait = Wait::NoWait;
+            }
+        } else if name.trim().eq_ignore_ascii_case("wait")
+            && let Ok(seconds) = value.parse::<u64>()
+        {
+            wait = Wait::UpTo(Duration::from_secs(seconds));
+        }
+    }
+    wait
+}
+
 /// The request's `Content-Type`, as sent (when it is text).
 pub fn content_type(headers: &HeaderMap) -> Option<String> {
     headers
@@ -159,5 +190,35 @@ pub fn request_meta(auth: &Auth, parts: &Parts) -> RequestMeta {
         headers,
         remote_addr,
         received_at_ms: now_ms(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefer(values: &[&str]) -> Wait {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append("prefer", v.parse().unwrap());
+        }
+        wait_preference(&headers)
+    }
+
+    #[test]
+    fn prefer_headers_are_read_as_rfc_7240_says() {
+        assert_eq!(prefer(&[]), Wait::AsManifest);
+        assert_eq!(prefer(&["respond-async"]), Wait::NoWait);
+        assert_eq!(prefer(&["Respond-Async; x=1"]), Wait::NoWait);
+        assert_eq!(prefer(&["wait=5"]), Wait::UpTo(Duration::from_secs(5)));
+        assert_eq!(
+            prefer(&["respond-async, wait=\"7\""]),
+            Wait::UpTo(Duration::from_secs(7))
+        );
+        assert_eq!(
+            prefer(&["wait=3", "respond-async"]),
+            Wait::UpTo(Duration::from_secs(3))
+        );
+        assert_eq!(prefer(&["wait=soon", "return=minimal"]), Wait::AsManifest);
     }
 }

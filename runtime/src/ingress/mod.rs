@@ -53,7 +53,12 @@ async fn handle(
     body: &mut Option<Body>,
 ) -> Result<Response, HttpError> {
     state.check_draining()?;
-    let path = parts.uri.path().strip_prefix("/hooks/").unwrap_or_default();
+    // Routed by the decoded path: `orders%2Fpaid` is `orders/paid` (trigger
+    // paths hold only unreserved characters, so decoding is unambiguous);
+    // what does not decode to UTF-8 is served by no workflow.
+    let sent = parts.uri.path().strip_prefix("/hooks/").unwrap_or_default();
+    let decoded = percent_encoding::percent_decode_str(sent).decode_utf8();
+    let path: &str = decoded.as_deref().unwrap_or(sent);
     let registry = state.registry.load();
     let found = match path.strip_prefix("t/") {
         Some(token) => registry.route_token(token),
@@ -124,9 +129,11 @@ async fn handle(
         event,
         trigger: Trigger::Webhook,
         user: None,
+        wait: http::wait_preference(&parts.headers),
     };
+    let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer(outcome))
+    Ok(http::answer_preferring(outcome, wait, mode))
 }
 
 /// Where the delivery's idempotency key comes from. For the kinds that sign

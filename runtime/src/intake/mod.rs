@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::config::{FieldError, Mode, OnDuplicate, WorkflowSpec};
+use crate::config::{FieldError, Mode, OnDuplicate, TriggerSpec, WorkflowSpec};
 use crate::execution::{Event, Execution, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Gate, Job, Runner, step_records};
@@ -63,6 +63,36 @@ pub struct Delivery {
     pub trigger: Trigger,
     /// Who the execution runs for, when the caller said.
     pub user: Option<String>,
+    /// How long the sender asked to wait for the result.
+    pub wait: Wait,
+}
+
+/// How long a sender asked to wait for the result (RFC 7240 `Prefer`),
+/// within what the manifest allows: a sync trigger may be asked to answer
+/// at once or to wait less than its `sync_timeout`; an async trigger
+/// answers at once whatever is asked, since its output is not the
+/// sender's to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// As the manifest says.
+    #[default]
+    AsManifest,
+    /// `Prefer: respond-async`: answer `202` once the event is recorded.
+    NoWait,
+    /// `Prefer: wait=N`: wait at most this long (and at most the
+    /// trigger's `sync_timeout`), then answer `202`.
+    UpTo(std::time::Duration),
+}
+
+impl Wait {
+    /// The mode and the longest wait this delivery gets.
+    pub fn resolve(self, trigger: &TriggerSpec) -> (Mode, std::time::Duration) {
+        match (trigger.mode, self) {
+            (Mode::Async, _) | (Mode::Sync, Wait::NoWait) => (Mode::Async, trigger.sync_timeout),
+            (Mode::Sync, Wait::AsManifest) => (Mode::Sync, trigger.sync_timeout),
+            (Mode::Sync, Wait::UpTo(wait)) => (Mode::Sync, wait.min(trigger.sync_timeout)),
+        }
+    }
 }
 
 /// What came of an accepted delivery.
@@ -183,6 +213,7 @@ impl Intake {
             key,
             trigger,
             user,
+            wait,
         } = delivery;
         let spec = &workflow.spec;
         let key = inspect(spec, &event, unparsed_json, key)?;
@@ -195,10 +226,11 @@ impl Intake {
         let mut execution = new_execution(&workflow, &event, trigger);
         execution.user = user;
         let id = execution.id;
-        let (mode, sync_timeout) = (trigger_spec.mode, trigger_spec.sync_timeout);
+        let (mode, sync_timeout) = wait.resolve(trigger_spec);
+        let awaited = mode == Mode::Sync;
 
         let done = match self
-            .record(&workflow, execution, event, key.clone())
+            .record(&workflow, execution, event, key.clone(), awaited)
             .await?
         {
             Recorded::Started(done) => done,
@@ -209,18 +241,21 @@ impl Intake {
             } => {
                 let holder = self.holder(original).await;
                 if !holder.as_ref().is_some_and(ended_badly) {
-                    return duplicate(&workflow, original, holder);
+                    return duplicate(&workflow, original, holder, mode);
                 }
                 // The delivery's execution failed: this redelivery is a new
                 // attempt at it, linked to the failed one, and takes its
                 // key over (unless another redelivery already did).
                 execution.retry_of = Some(original);
                 let key = key.map(|k| k.replacing(original));
-                match self.record(&workflow, *execution, *event, key).await? {
+                match self
+                    .record(&workflow, *execution, *event, key, awaited)
+                    .await?
+                {
                     Recorded::Started(done) => done,
                     Recorded::Duplicate { original, .. } => {
                         let holder = self.holder(original).await;
-                        return duplicate(&workflow, original, holder);
+                        return duplicate(&workflow, original, holder, mode);
                     }
                 }
             }
@@ -245,13 +280,14 @@ impl Intake {
         execution: Execution,
         event: Event,
         key: Option<IdempotencyKey>,
+        awaited: bool,
     ) -> Result<Recorded, Refusal> {
         let (store, runner, workflow) = (self.store.clone(), self.runner.clone(), workflow.clone());
         let task = tokio::spawn(async move {
             let claim = store.put_new(&execution, event.body.clone(), key).await;
             match claim {
                 Ok(Claim::New) => Ok(Recorded::Started(runner.start(Job {
-                    awaited: workflow.spec.trigger.mode == Mode::Sync,
+                    awaited,
                     workflow,
                     execution,
                     event: Some(Arc::new(event)),
@@ -286,17 +322,19 @@ fn ended_badly(execution: &Execution) -> bool {
 }
 
 /// The answer to a delivery whose key is held by `original` (read as
-/// `holder`): a conflict, or the original answer again.
+/// `holder`): a conflict, or the original answer again (with its result
+/// when this delivery was answered in `mode` sync).
 fn duplicate(
     workflow: &Workflow,
     original: Uuid,
     holder: Option<Execution>,
+    mode: Mode,
 ) -> Result<Outcome, Refusal> {
     let trigger = &workflow.spec.trigger;
     if trigger.on_duplicate == OnDuplicate::Conflict {
         return Err(Refusal::Duplicate(original));
     }
-    let finished = match trigger.mode {
+    let finished = match mode {
         Mode::Async => None,
         Mode::Sync => holder.filter(|e| e.status.is_finished()),
     };
