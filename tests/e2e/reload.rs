@@ -625,7 +625,13 @@ async fn rollback_serves_the_version_before_until_the_files_change() {
         answers(&server, 4).await.then_some(())
     })
     .await;
-    let listed = entry(&server, "roll.toml").await.unwrap();
+    // Kept once live (a version whose files change before it is kept is
+    // not: the next one is), so the test waits for the history too.
+    let listed = eventually("version 4 kept", || async {
+        let listed = entry(&server, "roll.toml").await?;
+        (listed["history"][0]["version"] == listed["version"]).then_some(listed)
+    })
+    .await;
     assert_eq!(listed["rolled_back"], false, "{listed}");
     let v4 = listed["version"].clone();
 
