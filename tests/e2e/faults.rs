@@ -35,15 +35,21 @@ async fn orphaned_executions_run_after_the_sender_hangs_up() {
         "POST /hooks/gone HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
-    // Each sender writes a whole request and hangs up at once, before the
-    // answer (which comes only after the commit).
+    // Each sender writes a whole request and hangs up before the answer
+    // (which comes only after the commit): some at once, which the server
+    // may see before it reads the event (nothing is recorded then), the
+    // rest after a pause of up to a quarter second, while or after the
+    // event commits, so that a slow or a fast machine records some.
+    let pauses = [0, 1, 5, 20, 100, 250];
     let senders: Vec<_> = (0..8)
-        .map(|_| {
+        .map(|sender| {
             let (addr, request) = (addr.clone(), request.clone());
             std::thread::spawn(move || {
-                for _ in 0..40 {
+                for n in 0..40 {
                     let mut s = TcpStream::connect(&addr).unwrap();
                     s.write_all(request.as_bytes()).unwrap();
+                    let pause = pauses[(sender + n) % pauses.len()];
+                    std::thread::sleep(Duration::from_millis(pause));
                     drop(s);
                 }
             })
@@ -68,7 +74,7 @@ async fn orphaned_executions_run_after_the_sender_hangs_up() {
         }
         assert!(
             Instant::now() < deadline,
-            "{open} of {} recorded executions never finished (none recorded: the senders all hung up before their events were read)",
+            "{open} of {} recorded executions never finished (none recorded: every sender hung up before its event was read)",
             states.len()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
