@@ -169,7 +169,7 @@ pub async fn run(
         let place = writers.clone().acquire_owned().await?;
         tasks.spawn(async move {
             let _place = place;
-            store.put_new(&execution, body, None).await
+            store.put_new(&execution, body, None, Vec::new()).await
         });
         while let Some(done) = tasks.try_join_next() {
             done??;

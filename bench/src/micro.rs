@@ -66,6 +66,7 @@ pub(crate) async fn time_calls(
         attempt,
         idempotency_key: "bench:step".into(),
         grants: how.grants,
+        cancel: None,
     };
     // Warm up: first calls touch fresh pool slots.
     for _ in 0..50 {
@@ -236,7 +237,8 @@ pub async fn store(dir: &Path, budget: Duration) -> anyhow::Result<Vec<Timing>> 
             let mut writers = tokio::task::JoinSet::new();
             for (execution, body) in records {
                 let store = store.clone();
-                writers.spawn(async move { store.put_new(&execution, body, None).await });
+                writers
+                    .spawn(async move { store.put_new(&execution, body, None, Vec::new()).await });
             }
             while let Some(done) = writers.join_next().await {
                 done??;

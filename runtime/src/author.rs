@@ -442,6 +442,7 @@ pub async fn run_step(opts: &RunStep, out: &mut impl Write) -> anyhow::Result<bo
         attempt: 1,
         idempotency_key: "run-step:step".into(),
         grants: &grants,
+        cancel: None,
     };
     let limits = StepLimits {
         timeout: opts.timeout,

@@ -43,6 +43,96 @@ pub enum Command {
     },
     /// Run one step locally: print its output, logs and audit trail.
     RunStep(Box<RunStepArgs>),
+    /// Send a webhook to a running server, signed as the workflow's
+    /// trigger expects (its secrets read from DIR), and print the answer;
+    /// exit 1 unless it is 2xx.
+    Send(SendArgs),
+    /// Executions of a running server, through its API (the admin token
+    /// from `HOOKFLOW_ADMIN_TOKEN`): a table for people, `--json` for
+    /// scripts.
+    Runs {
+        #[command(subcommand)]
+        what: Runs,
+        /// The server's address.
+        #[arg(
+            long,
+            global = true,
+            env = "HOOKFLOW_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        url: String,
+        /// The admin token.
+        #[arg(
+            long,
+            global = true,
+            env = "HOOKFLOW_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        token: Option<Token>,
+        /// Print the API's JSON instead of a table.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Runs {
+    /// The newest executions, with filters.
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+        /// `queued`, `running`, `succeeded`, `failed`, `timed_out` or
+        /// `cancelled`.
+        #[arg(long)]
+        status: Option<String>,
+        /// `webhook`, `api`, `replay` or `test`.
+        #[arg(long)]
+        trigger: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+        /// Recorded at or after: ms since the epoch or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One execution: its state, steps and error.
+    Show { id: String },
+    /// Follow one execution's events until it ends.
+    Tail { id: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The body: a file, or `-` for standard input (default `{}`).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The workflow directory its manifest and secrets are read from.
+    #[arg(long, env = "HOOKFLOW_DIR", default_value = "./workflows")]
+    pub dir: PathBuf,
+    /// The server's address.
+    #[arg(long, env = "HOOKFLOW_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The body's content type.
+    #[arg(long, default_value = "application/json")]
+    pub content_type: String,
+    /// The delivery id (`webhook-id`, `X-GitHub-Delivery`); default a new
+    /// one. The same id twice is the same delivery (idempotency).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Another header, `NAME: VALUE` (`Prefer: respond-async`, say);
+    /// repeatable.
+    #[arg(long = "header", short = 'H', value_parser = header_line)]
+    pub headers: Vec<(String, String)>,
+}
+
+fn header_line(text: &str) -> Result<(String, String), String> {
+    text.split_once(':')
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| format!("`{text}` is not `NAME: VALUE`"))
 }
 
 #[derive(Debug, Subcommand)]

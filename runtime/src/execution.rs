@@ -120,6 +120,8 @@ pub enum Status {
     Succeeded,
     Failed,
     TimedOut,
+    /// Stopped through `POST /api/v1/executions/{id}/cancel`.
+    Cancelled,
 }
 
 impl Status {
@@ -134,6 +136,7 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
         }
     }
 }
@@ -143,7 +146,9 @@ impl std::str::FromStr for Status {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         serde_json::from_value(Value::String(s.to_string())).map_err(|_| {
-            format!("unknown status `{s}`: use queued, running, succeeded, failed or timed_out")
+            format!(
+                "unknown status `{s}`: use queued, running, succeeded, failed, timed_out or cancelled"
+            )
         })
     }
 }
@@ -172,13 +177,18 @@ pub enum ErrorKind {
     Timeout,
     /// The step used up the fuel its workflow allows (`limits.fuel`).
     Fuel,
+    /// The execution was cancelled while the step ran.
+    Cancelled,
 }
 
 impl ErrorKind {
     /// Retryable errors, traps and timeouts are worth another attempt;
     /// running out of fuel is not (the same input takes the same fuel).
     pub fn is_retryable(self) -> bool {
-        !matches!(self, ErrorKind::Permanent | ErrorKind::Fuel)
+        !matches!(
+            self,
+            ErrorKind::Permanent | ErrorKind::Fuel | ErrorKind::Cancelled
+        )
     }
 }
 
@@ -323,6 +333,8 @@ pub enum StepStatus {
     TimedOut,
     /// Not run because an earlier step halted the workflow.
     Skipped,
+    /// Stopped, or never run, because the execution was cancelled.
+    Cancelled,
 }
 
 /// A step of an execution, with every attempt made at it.
@@ -363,7 +375,9 @@ pub struct Execution {
     pub id: Uuid,
     pub workflow: String,
     pub status: Status,
-    /// What started it: `webhook`, or `api` (`POST /api/v1/run`).
+    /// What started it: `webhook`, `api` (`POST /api/v1/run`), `replay`
+    /// (`POST /api/v1/executions/{id}/replay`) or `test`
+    /// (`POST /api/v1/workflows/{name}/test`).
     pub trigger: String,
     /// Who it runs for, when the caller said (`POST /api/v1/run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,6 +386,10 @@ pub struct Execution {
     /// that this one retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_of: Option<Uuid>,
+    /// The execution whose stored event this one runs again
+    /// (`POST /api/v1/executions/{id}/replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<Uuid>,
     /// How many times it was resumed after a stop without finishing.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub resumes: u32,
@@ -411,6 +429,7 @@ impl Execution {
             trigger: trigger.to_string(),
             user: None,
             retry_of: None,
+            replay_of: None,
             resumes: 0,
             version: None,
             started_on_version: None,

@@ -8,7 +8,7 @@
 //! order, retries, recovery, per-workflow limits) → [`engine`] (wasmtime) →
 //! [`store`] (redb). [`registry`] holds the loaded workflows; [`config`]
 //! reads manifests; [`http`] is what ingress and api share; [`state`] is
-//! the handlers' shared state; [`server`] wires it all; [`plugin_build`]
+//! the handlers' shared state; [`observe`] names what `/metrics` counts; [`server`] wires it all; [`plugin_build`]
 //! compiles plugin crates; [`author`] is for plugin authors (`new plugin`,
 //! `run-step`). Dependencies point one way, down this list.
 //!
@@ -18,15 +18,18 @@
 pub mod api;
 pub mod author;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod engine;
 pub mod execution;
 pub mod http;
 pub mod ingress;
 pub mod intake;
+pub mod observe;
 pub mod plugin_build;
 pub mod registry;
 pub mod runner;
+pub mod runs;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -47,6 +47,13 @@ fn main() -> ExitCode {
                 what: hookflow::cli::New::Plugin { name, dir, lang },
             } => new_plugin(&name, &dir, lang),
             Command::RunStep(args) => run_step(*args).await,
+            Command::Send(args) => send(args).await,
+            Command::Runs {
+                what,
+                url,
+                token,
+                json,
+            } => hookflow::runs::run(what, &url, token.as_ref(), json).await,
         }
     });
     match result {
@@ -115,6 +122,52 @@ async fn run_step(args: hookflow::cli::RunStepArgs) -> anyhow::Result<ExitCode> 
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `hookflow send`: a signed delivery, and the answer printed.
+async fn send(args: hookflow::cli::SendArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read as _;
+    let (specs, problems) = hookflow::config::load_dir(&args.dir);
+    let Some(spec) = specs.iter().find(|s| s.name == args.workflow) else {
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        anyhow::bail!(
+            "no workflow `{}` loads from {}",
+            args.workflow,
+            args.dir.display()
+        );
+    };
+    let body = match args.data.as_deref() {
+        None => b"{}".to_vec(),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut body = Vec::new();
+            std::io::stdin().read_to_end(&mut body)?;
+            body
+        }
+        Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+    };
+    let id = args
+        .id
+        .unwrap_or_else(|| format!("msg_{}", uuid::Uuid::now_v7().simple()));
+    let signed = hookflow::client::sign(&spec.trigger, &body, std::time::SystemTime::now(), &id)?;
+    let answer =
+        hookflow::client::post(&args.url, &signed, &args.content_type, &args.headers, body).await?;
+    println!("HTTP {}", answer.status);
+    for (name, value) in &answer.headers {
+        if matches!(
+            name.as_str(),
+            "location" | "retry-after" | "idempotent-replayed" | "preference-applied"
+        ) {
+            println!("{name}: {value}");
+        }
+    }
+    println!("{}", answer.body);
+    Ok(if (200..300).contains(&answer.status) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

@@ -25,7 +25,7 @@ use crate::cli::Token;
 use crate::config::{Auth, Diagnostic, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
 use crate::execution::now_ms;
-use crate::http::HttpError;
+use crate::http::{HttpError, ReadTokens};
 use crate::intake::Intake;
 use crate::registry::watch::{self, Reloader, Watch};
 use crate::registry::{Loader, Registry};
@@ -82,12 +82,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/run", post(api::run))
         .route("/api/v1/executions", get(api::executions))
         .route("/api/v1/executions/{id}", get(api::execution))
+        .route("/api/v1/executions/{id}/events", get(api::events))
+        .route("/api/v1/executions/{id}/cancel", post(api::cancel))
+        .route("/api/v1/executions/{id}/replay", post(api::replay))
         .route("/api/v1/workflows", get(api::workflows))
         .route("/api/v1/workflows/{name}/rollback", post(api::rollback))
+        .route("/api/v1/workflows/{name}/test", post(api::test_run))
+        .route("/api/v1/workflows/{name}/enable", post(api::enable))
+        .route("/api/v1/workflows/{name}/disable", post(api::disable))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .fallback(|| async { HttpError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(crate::observe::requests))
         .with_state(state)
 }
 
@@ -142,7 +149,11 @@ impl Server {
             .filter(|t| !t.is_empty())
             .map(Secret::new)
             .collect();
+        let tokens = ReadTokens::new(*store.read_token_key());
+        let progress = runner.progress().clone();
         let state = Arc::new(AppState {
+            tokens,
+            progress,
             registry: live,
             reloader,
             store: store.clone(),
@@ -214,6 +225,9 @@ impl Server {
             }
         }
         state.draining.store(true, Ordering::Relaxed);
+        // Event streams end now: their clients reconnect with
+        // `Last-Event-ID` and lose nothing.
+        state.progress.close();
         let deadline = tokio::time::Instant::now() + drain;
         let mut check = tokio::time::interval(Duration::from_millis(20));
         loop {
@@ -377,12 +391,22 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = PrometheusBuilder::new();
+            // Durations are histograms with these buckets (not summaries),
+            // so they aggregate across servers.
+            let builder = builder
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+                    &crate::observe::BUCKETS,
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics stays empty");
             }
             runner::describe_metrics();
+            crate::observe::describe();
             metrics::describe_gauge!(
                 crate::store::DATABASE_BYTES,
                 metrics::Unit::Bytes,

@@ -11,10 +11,11 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::config::Secret;
-use crate::http::Busy;
+use crate::http::{Busy, ReadTokens};
 use crate::intake::Intake;
 use crate::registry::LiveRegistry;
 use crate::registry::watch::Reloader;
+use crate::runner::progress::Progress;
 use crate::runner::{Gate, kib};
 use crate::store::Store;
 
@@ -33,6 +34,10 @@ pub struct AppState {
     pub in_flight: Semaphore,
     /// How long a client may take to send a body.
     pub body_timeout: Duration,
+    /// Makes and checks the read tokens of `status_url` and `stream_url`.
+    pub tokens: ReadTokens,
+    /// What execution event streams follow.
+    pub progress: Progress,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Set once shutdown begins: new requests are refused.

@@ -25,7 +25,13 @@ async fn async_webhook_is_acknowledged_run_and_kept_across_restarts() {
     let id = ack["execution_id"].as_str().unwrap().to_string();
     assert_eq!(ack["status"], "queued");
     assert_eq!(ack["status_url"], location);
-    assert_eq!(location, format!("/api/v1/executions/{id}"));
+    let token = location
+        .strip_prefix(&format!("/api/v1/executions/{id}?token="))
+        .expect("status_url is the record's URL with its read token");
+    assert_eq!(
+        ack["stream_url"],
+        format!("/api/v1/executions/{id}/events?token={token}")
+    );
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
 
     let done = server.wait_finished(&id, Duration::from_secs(10)).await;

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::require_admin;
+use super::{ReadQuery, require_admin, require_reader};
 use crate::execution::{Event, Execution, Status};
 use crate::http::HttpError;
 use crate::state::AppState;
@@ -19,15 +19,16 @@ use crate::store::ListFilter;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
-/// `GET /api/v1/executions/{id}`: the whole record, with the payload.
+/// `GET /api/v1/executions/{id}`: the whole record, with the payload; with
+/// the admin token or the execution's read token (`?token=`).
 pub async fn execution(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
 ) -> Result<Json<Value>, HttpError> {
-    require_admin(&state, &headers)?;
+    let uuid = require_reader(&state, &headers, &id, q.token.as_deref())?;
     let not_found = || HttpError::NotFound(format!("no execution `{id}`"));
-    let uuid = Uuid::parse_str(&id).map_err(|_| not_found())?;
     let execution = state
         .store
         .get(uuid)
@@ -57,8 +58,31 @@ pub async fn execution(
 pub struct ListQuery {
     workflow: Option<String>,
     status: Option<String>,
+    trigger: Option<String>,
+    user: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+}
+
+/// A time bound: milliseconds since the epoch, or an RFC 3339 time.
+fn time_bound(name: &str, value: Option<String>) -> Result<Option<u64>, HttpError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if let Ok(ms) = value.parse::<u64>() {
+        return Ok(Some(ms));
+    }
+    humantime::parse_rfc3339_weak(&value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        .ok_or_else(|| {
+            HttpError::BadRequest(format!(
+                "`{name}` must be milliseconds since the epoch or an RFC 3339 time (2026-12-01T10:00:00Z)"
+            ))
+        })
 }
 
 #[derive(Serialize)]
@@ -99,7 +123,9 @@ pub struct Page {
     next_cursor: Option<Uuid>,
 }
 
-/// `GET /api/v1/executions?workflow=&status=&limit=&cursor=`, newest first.
+/// `GET /api/v1/executions?workflow=&status=&trigger=&user=&since=&until=&limit=&cursor=`,
+/// newest first. Paging walks back from the cursor, so executions that
+/// arrive meanwhile (newer) neither repeat nor hide older ones.
 pub async fn executions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -123,6 +149,10 @@ pub async fn executions(
         .list(ListFilter {
             workflow: q.workflow,
             status,
+            trigger: q.trigger,
+            user: q.user,
+            since_ms: time_bound("since", q.since)?,
+            until_ms: time_bound("until", q.until)?,
             limit,
             before,
         })

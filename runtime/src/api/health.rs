@@ -10,6 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
+use crate::observe;
 use crate::state::AppState;
 use crate::store::DATABASE_BYTES;
 
@@ -41,6 +42,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let size = state.store.file_size();
     metrics::gauge!(DATABASE_BYTES).set(size as f64);
+    let (count, bytes) = state.intake.unfinished();
+    metrics::gauge!(observe::QUEUE_DEPTH).set(count as f64);
+    metrics::gauge!(observe::QUEUE_BYTES).set(bytes as f64);
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -2,20 +2,56 @@
 //! observe executions and workflows behind the admin token; plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
+mod events;
 mod executions;
 mod health;
+mod manage;
 mod run;
 mod workflows;
 
+pub use events::events;
 pub use executions::{execution, executions};
 pub use health::{healthz, metrics, readyz};
+pub use manage::{cancel, replay, test_run};
 pub use run::run;
-pub use workflows::{rollback, workflows};
+pub use workflows::{disable, enable, rollback, workflows};
 
 use axum::http::HeaderMap;
+use serde::Deserialize;
+use uuid::Uuid;
 
 use crate::http::{HttpError, check_bearer};
 use crate::state::AppState;
+
+/// `?token=`: an execution's read token.
+#[derive(Deserialize)]
+pub struct ReadQuery {
+    token: Option<String>,
+}
+
+/// Execution `id`, when the caller may read it: with the admin token, or
+/// with the execution's read token (`token`, from its `status_url`).
+fn require_reader(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    token: Option<&str>,
+) -> Result<Uuid, HttpError> {
+    let uuid = Uuid::parse_str(id).ok();
+    if let (Some(uuid), Some(token)) = (uuid, token)
+        && state.tokens.verify(uuid, token)
+    {
+        return Ok(uuid);
+    }
+    match require_admin(state, headers) {
+        Ok(()) => uuid.ok_or_else(|| HttpError::NotFound(format!("no execution `{id}`"))),
+        Err(_) if token.is_some() => Err(HttpError::Unauthorized {
+            message: "this read token is not this execution's".into(),
+            bearer: false,
+        }),
+        Err(e) => Err(e),
+    }
+}
 
 /// The admin bearer token, or 401 (also when the API is off).
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {

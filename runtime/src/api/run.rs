@@ -81,8 +81,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
         trigger: Trigger::Api,
         user: run.user,
         wait: http::wait_preference(&parts.headers),
+        replay_of: None,
     };
     let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer_preferring(outcome, wait, mode))
+    Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
 }

@@ -93,6 +93,42 @@ pub async fn rollback(
     }
 }
 
+/// `POST /api/v1/workflows/{name}/enable`.
+pub async fn enable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    switch(&state, &headers, name, true).await
+}
+
+/// `POST /api/v1/workflows/{name}/disable`.
+pub async fn disable(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, HttpError> {
+    switch(&state, &headers, name, false).await
+}
+
+/// Enables or disables a loaded workflow, durably and over its manifest's
+/// `enabled`, across restarts and reloads.
+async fn switch(
+    state: &AppState,
+    headers: &HeaderMap,
+    name: String,
+    enabled: bool,
+) -> Result<Json<Value>, HttpError> {
+    require_admin(state, headers)?;
+    match state.reloader.set_enabled(&name, enabled).await {
+        Ok(true) => Ok(Json(json!({"name": name, "enabled": enabled}))),
+        Ok(false) => Err(HttpError::NotFound(format!("no workflow `{name}`"))),
+        Err(_) => Err(HttpError::Unavailable(
+            "the change could not be stored; try again".into(),
+        )),
+    }
+}
+
 fn serving(entry: &mut Value, w: &Workflow) {
     let spec = &w.spec;
     entry["name"] = json!(spec.name);

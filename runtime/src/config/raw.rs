@@ -22,6 +22,7 @@ pub(super) struct RawManifest {
     #[serde(default)]
     pub steps: Vec<Spanned<RawStep>>,
     pub limits: Option<RawLimits>,
+    pub quota: Option<RawQuota>,
     pub input: Option<Spanned<toml::Table>>,
     pub input_schema: Option<Spanned<String>>,
     /// Values `allow.config` may name, written as they are.
@@ -105,6 +106,15 @@ pub(super) struct RawStep {
 pub(super) struct RawRetries {
     pub max: Option<Spanned<u32>>,
     pub backoff: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuota {
+    pub per_day: Option<Spanned<u64>>,
+    pub per_month: Option<Spanned<u64>>,
+    pub per_user_per_day: Option<Spanned<u64>>,
+    pub per_user_per_month: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize, Default)]

@@ -88,6 +88,18 @@ pub struct WorkflowLimits {
     /// Fuel each step attempt may consume (wasm instructions, roughly);
     /// `None`: unlimited (time and memory still are).
     pub fuel: Option<u64>,
+    /// Executions per calendar day and month (`[quota]`).
+    pub quota: Quota,
+}
+
+/// Executions a workflow takes per UTC calendar day and month, in all and
+/// per `user` (`POST /api/v1/run`); `None`: no quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub per_day: Option<u64>,
+    pub per_month: Option<u64>,
+    pub per_user_per_day: Option<u64>,
+    pub per_user_per_month: Option<u64>,
 }
 
 /// A request rate: `count` per `per`.

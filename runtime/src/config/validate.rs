@@ -15,9 +15,9 @@ use super::allow::{ConfigEntry, ConfigValues, Grants, HostPattern, KvGrant, RawA
 use super::auth::resolve_secret;
 use super::diagnostic::{Diagnostic, line_of};
 use super::names::{check_route, default_step_id, is_slug};
-use super::raw::{RawLimits, RawManifest, RawStep, RawTrigger};
+use super::raw::{RawLimits, RawManifest, RawQuota, RawStep, RawTrigger};
 use super::scan::{Unfit, confined_file, plugin_for_source};
-use super::spec::{Method, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec};
+use super::spec::{Method, Quota, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec};
 use super::units::{parse_duration, parse_rate, parse_size};
 use super::{Auth, raw::RawAuth};
 
@@ -62,7 +62,8 @@ impl Checker<'_> {
                 .map_or(trigger_span.clone(), Spanned::span),
         );
         let trigger = self.trigger(raw.trigger.into_inner(), trigger_span);
-        let limits = self.limits(raw.limits.unwrap_or_default(), trigger.max_body);
+        let mut limits = self.limits(raw.limits.unwrap_or_default(), trigger.max_body);
+        limits.quota = self.quota(raw.quota.unwrap_or_default());
         if raw.steps.is_empty() {
             self.problems.push(Diagnostic::file(
                 self.file,
@@ -446,6 +447,25 @@ impl Checker<'_> {
         })
     }
 
+    fn quota(&mut self, raw: RawQuota) -> Quota {
+        let mut count = |field: Option<toml::Spanned<u64>>, name: &str| {
+            let field = field?;
+            if *field.get_ref() == 0 {
+                self.error(
+                    field.span(),
+                    format!("quota.{name} must be at least 1 (leave it out for no quota)"),
+                );
+            }
+            Some(*field.get_ref())
+        };
+        Quota {
+            per_day: count(raw.per_day, "per_day"),
+            per_month: count(raw.per_month, "per_month"),
+            per_user_per_day: count(raw.per_user_per_day, "per_user_per_day"),
+            per_user_per_month: count(raw.per_user_per_month, "per_user_per_month"),
+        }
+    }
+
     fn limits(&mut self, raw: RawLimits, max_body: u64) -> WorkflowLimits {
         let concurrency = match raw.concurrency {
             Some(c) if *c.get_ref() == 0 => {
@@ -511,6 +531,7 @@ impl Checker<'_> {
             memory,
             max_receiving,
             fuel,
+            quota: Quota::default(),
         }
     }
 

@@ -266,6 +266,10 @@ pub struct Host {
     pub logs: Logs,
     pub deadline: Instant,
     pub timed_out: bool,
+    /// Cancels the step at its next epoch tick.
+    pub cancel: Option<tokio_util::sync::CancellationToken>,
+    /// The step was stopped by `cancel`.
+    pub cancelled: bool,
     pub http: WasiHttpCtx,
     /// Decides each outbound request (the step's `allow.http`).
     pub gate: HttpGate,

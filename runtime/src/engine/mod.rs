@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Config, Enabled, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy,
@@ -171,6 +172,9 @@ pub struct StepCall<'a> {
     pub idempotency_key: String,
     /// What the step may do beyond computing.
     pub grants: &'a Grants,
+    /// Cancelled: the step stops at its next epoch tick (or, inside a host
+    /// call, at once) with [`ErrorKind::Cancelled`].
+    pub cancel: Option<&'a CancellationToken>,
 }
 
 /// A step's successful result.
@@ -333,7 +337,7 @@ impl Engine {
         };
         // Invariant: the semaphore is never closed.
         let _instance = self.instances.acquire().await;
-        let (mut store, _, _) = self.store(limits, &Grants::default());
+        let (mut store, _, _) = self.store(limits, &Grants::default(), None);
         // The epoch deadline stops a describe() that computes forever; this
         // outer timeout stops one blocked inside a host call.
         let describe = async {
@@ -368,6 +372,7 @@ impl Engine {
         &self,
         limits: StepLimits,
         grants: &Grants,
+        cancel: Option<&CancellationToken>,
     ) -> (Store<Host>, CapturePipe, CapturePipe) {
         let stdout = CapturePipe::new(self.policy.log_cap);
         let stderr = CapturePipe::new(self.policy.log_cap);
@@ -388,6 +393,8 @@ impl Engine {
                 .checked_add(limits.timeout)
                 .unwrap_or_else(Instant::now),
             timed_out: false,
+            cancel: cancel.cloned(),
+            cancelled: false,
             http: WasiHttpCtx::new(),
             gate: HttpGate::new(
                 HttpLimits::new(grants, &self.policy.http),
@@ -415,6 +422,15 @@ impl Engine {
         // The deadline is armed before instantiation: start functions count.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
+            if ctx
+                .data()
+                .cancel
+                .as_ref()
+                .is_some_and(CancellationToken::is_cancelled)
+            {
+                ctx.data_mut().cancelled = true;
+                wasmtime::bail!("the execution was cancelled");
+            }
             if Instant::now() >= ctx.data().deadline {
                 ctx.data_mut().timed_out = true;
                 wasmtime::bail!("the step ran past its timeout");
@@ -429,14 +445,23 @@ impl Engine {
         // Invariant: the semaphore is never closed.
         let _instance = self.instances.acquire().await;
         let started = Instant::now();
-        let (mut store, stdout, stderr) = self.store(limits, call.grants);
+        let (mut store, stdout, stderr) = self.store(limits, call.grants, call.cancel);
         let redact = Redactor::new(call.grants.secret_values());
         let input = to_wit(&call);
-        let outcome = tokio::time::timeout(limits.timeout + HOST_GRACE, async {
-            let step = plugin.pre.instantiate_async(&mut store).await?;
-            step.call_run(&mut store, &input).await
-        })
-        .await;
+        let cancelled = async {
+            match call.cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(limits.timeout + HOST_GRACE, async {
+                let step = plugin.pre.instantiate_async(&mut store).await?;
+                step.call_run(&mut store, &input).await
+            }) => Some(outcome),
+            // Stuck in a host call (compute stops at its next tick).
+            () = cancelled => None,
+        };
         let wall_time = started.elapsed();
         let fuel = limits
             .fuel
@@ -466,36 +491,46 @@ impl Engine {
                 format!("the step ran past its timeout of {:?}", limits.timeout),
             ))
         };
+        let cancelled = || {
+            Err(step_error(
+                ErrorKind::Cancelled,
+                "the execution was cancelled".into(),
+            ))
+        };
         let result = match outcome {
-            // The host stopped waiting: the guest is stuck in a host call.
-            Err(_elapsed) => timeout(),
-            Ok(Ok(Ok(out))) => self.accept_output(out),
-            Ok(Ok(Err(e))) => Err(match e {
-                bindings::StepError::Retryable(m) => self.guest_error(ErrorKind::Retryable, m),
-                bindings::StepError::Permanent(m) => self.guest_error(ErrorKind::Permanent, m),
-            }),
-            Ok(Err(_)) if host.timed_out => timeout(),
-            Ok(Err(e))
-                if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) =>
-            {
-                Err(step_error(
-                    ErrorKind::Fuel,
+            None => cancelled(),
+            Some(Ok(Err(_))) if host.cancelled => cancelled(),
+            Some(outcome) => match outcome {
+                // The host stopped waiting: the guest is stuck in a host call.
+                Err(_elapsed) => timeout(),
+                Ok(Ok(Ok(out))) => self.accept_output(out),
+                Ok(Ok(Err(e))) => Err(match e {
+                    bindings::StepError::Retryable(m) => self.guest_error(ErrorKind::Retryable, m),
+                    bindings::StepError::Permanent(m) => self.guest_error(ErrorKind::Permanent, m),
+                }),
+                Ok(Err(_)) if host.timed_out => timeout(),
+                Ok(Err(e))
+                    if e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel) =>
+                {
+                    Err(step_error(
+                        ErrorKind::Fuel,
+                        format!(
+                            "the step used up its fuel of {} (limits.fuel)",
+                            limits.fuel.unwrap_or_default()
+                        ),
+                    ))
+                }
+                Ok(Err(_)) if limiter.memory_exceeded => Err(step_error(
+                    ErrorKind::Memory,
                     format!(
-                        "the step used up its fuel of {} (limits.fuel)",
-                        limits.fuel.unwrap_or_default()
+                        "the step went past its memory limit of {} bytes",
+                        limiter.memory_cap
                     ),
-                ))
-            }
-            Ok(Err(_)) if limiter.memory_exceeded => Err(step_error(
-                ErrorKind::Memory,
-                format!(
-                    "the step went past its memory limit of {} bytes",
-                    limiter.memory_cap
-                ),
-            )),
-            Ok(Err(trap)) => {
-                Err(self.guest_error(ErrorKind::Trap, trap_message(&trap, stderr_tail)))
-            }
+                )),
+                Ok(Err(trap)) => {
+                    Err(self.guest_error(ErrorKind::Trap, trap_message(&trap, stderr_tail)))
+                }
+            },
         };
         let mut result = result;
         let mut lines = logs.lines;

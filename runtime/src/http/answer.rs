@@ -11,17 +11,19 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::HttpError;
+use super::read_token::ReadTokens;
 use crate::config::Mode;
 use crate::execution::{Execution, ShapedResponse, Status};
 use crate::intake::{Outcome, Wait};
 
-/// The HTTP answer to an intake outcome.
-pub fn answer(outcome: Outcome) -> Response {
+/// The HTTP answer to an intake outcome; a `202` says where the sender
+/// can follow the execution with its read token.
+pub fn answer(outcome: Outcome, tokens: &ReadTokens) -> Response {
     match outcome {
-        Outcome::Accepted(id) => accepted(id),
+        Outcome::Accepted(id) => accepted(id, tokens),
         Outcome::Finished(execution) => finished(execution),
         Outcome::Replayed { original, finished } => {
-            let mut response = finished.map_or_else(|| accepted(original), self::finished);
+            let mut response = finished.map_or_else(|| accepted(original, tokens), self::finished);
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -33,8 +35,13 @@ pub fn answer(outcome: Outcome) -> Response {
 /// [`answer`], saying `Preference-Applied: respond-async` (RFC 7240)
 /// when the sender asked a sync workflow for the answer at once and got
 /// it.
-pub fn answer_preferring(outcome: Outcome, wait: Wait, mode: Mode) -> Response {
-    let mut response = answer(outcome);
+pub fn answer_preferring(
+    outcome: Outcome,
+    wait: Wait,
+    mode: Mode,
+    tokens: &ReadTokens,
+) -> Response {
+    let mut response = answer(outcome, tokens);
     if wait == Wait::NoWait && mode == Mode::Sync && response.status() == StatusCode::ACCEPTED {
         response.headers_mut().insert(
             HeaderName::from_static("preference-applied"),
@@ -44,20 +51,17 @@ pub fn answer_preferring(outcome: Outcome, wait: Wait, mode: Mode) -> Response {
     response
 }
 
-/// Where an execution can be followed.
-fn status_url(id: Uuid) -> String {
-    format!("/api/v1/executions/{id}")
-}
-
-/// 202 with where to follow the execution.
-fn accepted(id: Uuid) -> Response {
-    let url = status_url(id);
+/// 202 with where to follow the execution: its record (`status_url`,
+/// also the `Location`) and its events (`stream_url`).
+fn accepted(id: Uuid, tokens: &ReadTokens) -> Response {
+    let url = tokens.status_url(id);
     let mut response = (
         StatusCode::ACCEPTED,
         Json(json!({
             "execution_id": id,
             "status": Status::Queued.as_str(),
             "status_url": url,
+            "stream_url": tokens.stream_url(id),
         })),
     )
         .into_response();

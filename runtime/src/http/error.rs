@@ -42,6 +42,8 @@ pub enum HttpError {
     Draining,
     #[error("this workflow accepts at most {limit}; try again in {retry_after} s")]
     RateLimited { limit: String, retry_after: u64 },
+    #[error("the quota of {quota} is used up; it resets in {retry_after} s")]
+    QuotaExceeded { quota: String, retry_after: u64 },
     #[error("the workflow ended `{}`; its execution record holds the error", status.as_str())]
     WorkflowFailed { execution_id: Uuid, status: Status },
     #[error("this idempotency key was already used by execution {execution_id}")]
@@ -96,6 +98,11 @@ impl HttpError {
                 "rate-limited",
                 "Too many requests",
             ),
+            HttpError::QuotaExceeded { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota-exceeded",
+                "Quota exceeded",
+            ),
             HttpError::WorkflowFailed { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "workflow-failed",
@@ -149,6 +156,9 @@ impl From<Refusal> for HttpError {
             Refusal::RateLimited { limit, retry_after } => {
                 HttpError::RateLimited { limit, retry_after }
             }
+            Refusal::QuotaExceeded { quota, retry_after } => {
+                HttpError::QuotaExceeded { quota, retry_after }
+            }
             Refusal::QueueFull | Refusal::QueueBytesFull | Refusal::StoreFailed => {
                 HttpError::Unavailable(message)
             }
@@ -196,7 +206,8 @@ impl IntoResponse for HttpError {
             HttpError::TooLarge { .. } | HttpError::BodyTimeout(_) => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            HttpError::RateLimited { retry_after, .. } => {
+            HttpError::RateLimited { retry_after, .. }
+            | HttpError::QuotaExceeded { retry_after, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}

@@ -6,11 +6,13 @@
 mod answer;
 mod credentials;
 mod error;
+mod read_token;
 mod request;
 
 pub use answer::{answer, answer_preferring};
 pub use credentials::{check_bearer, check_header, is_credential};
 pub use error::{Busy, HttpError};
+pub use read_token::ReadTokens;
 pub use request::{
     IDEMPOTENCY_KEY, content_type, drain_refused, header_text, read_body, request_meta,
     wait_preference,

@@ -8,7 +8,7 @@
 //! sender get its answer: 202 at once (async), or the result (sync).
 
 mod auth;
-mod signature;
+pub(crate) mod signature;
 
 use std::sync::Arc;
 
@@ -130,10 +130,11 @@ async fn handle(
         trigger: Trigger::Webhook,
         user: None,
         wait: http::wait_preference(&parts.headers),
+        replay_of: None,
     };
     let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer_preferring(outcome, wait, mode))
+    Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
 }
 
 /// Where the delivery's idempotency key comes from. For the kinds that sign

@@ -19,7 +19,7 @@ use crate::config::{FieldError, Mode, OnDuplicate, TriggerSpec, WorkflowSpec};
 use crate::execution::{Event, Execution, Status, now_ms};
 use crate::registry::Workflow;
 use crate::runner::{Gate, Job, Runner, step_records};
-use crate::store::{Claim, IdempotencyKey, Store};
+use crate::store::{Claim, IdempotencyKey, QuotaCount, Store};
 
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
@@ -30,6 +30,10 @@ pub enum Trigger {
     Webhook,
     /// `POST /api/v1/run`.
     Api,
+    /// `POST /api/v1/executions/{id}/replay`: a stored event again.
+    Replay,
+    /// `POST /api/v1/workflows/{name}/test`: a test payload.
+    Test,
 }
 
 impl Trigger {
@@ -37,6 +41,8 @@ impl Trigger {
         match self {
             Trigger::Webhook => "webhook",
             Trigger::Api => "api",
+            Trigger::Replay => "replay",
+            Trigger::Test => "test",
         }
     }
 }
@@ -65,6 +71,8 @@ pub struct Delivery {
     pub user: Option<String>,
     /// How long the sender asked to wait for the result.
     pub wait: Wait,
+    /// The execution whose event this replays.
+    pub replay_of: Option<Uuid>,
 }
 
 /// How long a sender asked to wait for the result (RFC 7240 `Prefer`),
@@ -131,6 +139,8 @@ pub enum Refusal {
     InvalidInput(Vec<FieldError>),
     #[error("this idempotency key was already used by execution {0}")]
     Duplicate(Uuid),
+    #[error("the quota of {quota} is used up; it resets in {retry_after} s")]
+    QuotaExceeded { quota: String, retry_after: u64 },
     #[error("the event could not be stored; try again")]
     StoreFailed,
 }
@@ -146,6 +156,69 @@ enum Recorded {
         execution: Box<Execution>,
         event: Box<Event>,
     },
+}
+
+/// When the UTC day and the UTC month of `now` end (ms since the epoch).
+fn windows(now: u64) -> (u64, u64) {
+    use chrono::{DateTime, Datelike, NaiveDate};
+    let today = DateTime::from_timestamp_millis(i64::try_from(now).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+        .date_naive();
+    let start = |d: Option<NaiveDate>| {
+        d.and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map_or(u64::MAX, |t| {
+                u64::try_from(t.and_utc().timestamp_millis()).unwrap_or(u64::MAX)
+            })
+    };
+    let next_month = match today.month() {
+        12 => NaiveDate::from_ymd_opt(today.year() + 1, 1, 1),
+        m => NaiveDate::from_ymd_opt(today.year(), m + 1, 1),
+    };
+    (start(today.succ_opt()), start(next_month))
+}
+
+/// The quotas a new execution of `spec` for `user` counts against at
+/// `now` (ms since the epoch), with what each is called in a refusal.
+fn quotas(spec: &WorkflowSpec, user: Option<&str>, now: u64) -> Vec<(QuotaCount, String)> {
+    let q = &spec.limits.quota;
+    let (day_ends, month_ends) = windows(now);
+    let name = &spec.name;
+    let mut out = Vec::new();
+    let mut add = |limit: Option<u64>, counter: String, ends: u64, what: String| {
+        if let Some(limit) = limit {
+            out.push((
+                QuotaCount::new(&counter, limit, ends),
+                format!("{limit} {what}"),
+            ));
+        }
+    };
+    add(
+        q.per_day,
+        format!("{name}\0day"),
+        day_ends,
+        "executions per day".into(),
+    );
+    add(
+        q.per_month,
+        format!("{name}\0month"),
+        month_ends,
+        "executions per month".into(),
+    );
+    if let Some(user) = user {
+        add(
+            q.per_user_per_day,
+            format!("{name}\0user\0{user}\0day"),
+            day_ends,
+            format!("executions per day for user `{user}`"),
+        );
+        add(
+            q.per_user_per_month,
+            format!("{name}\0user\0{user}\0month"),
+            month_ends,
+            format!("executions per month for user `{user}`"),
+        );
+    }
+    out
 }
 
 /// Admission and acceptance; one per server.
@@ -166,6 +239,16 @@ impl Intake {
             max_queued,
             max_queued_bytes,
         }
+    }
+
+    /// Executions started and not finished, and their event bytes.
+    pub fn unfinished(&self) -> (u64, u64) {
+        (self.runner.unfinished(), self.runner.unfinished_bytes())
+    }
+
+    /// Cancels execution `id` if it runs here (see [`Runner::cancel`]).
+    pub fn cancel(&self, id: Uuid) -> bool {
+        self.runner.cancel(id)
     }
 
     /// The runtime limits of `workflow` (rate, running and receiving room).
@@ -214,6 +297,7 @@ impl Intake {
             trigger,
             user,
             wait,
+            replay_of,
         } = delivery;
         let spec = &workflow.spec;
         let key = inspect(spec, &event, unparsed_json, key)?;
@@ -225,6 +309,7 @@ impl Intake {
         });
         let mut execution = new_execution(&workflow, &event, trigger);
         execution.user = user;
+        execution.replay_of = replay_of;
         let id = execution.id;
         let (mode, sync_timeout) = wait.resolve(trigger_spec);
         let awaited = mode == Mode::Sync;
@@ -283,9 +368,22 @@ impl Intake {
         awaited: bool,
     ) -> Result<Recorded, Refusal> {
         let (store, runner, workflow) = (self.store.clone(), self.runner.clone(), workflow.clone());
+        let (counts, names): (Vec<_>, Vec<_>) =
+            quotas(&workflow.spec, execution.user.as_deref(), now_ms())
+                .into_iter()
+                .unzip();
         let task = tokio::spawn(async move {
-            let claim = store.put_new(&execution, event.body.clone(), key).await;
+            let claim = store
+                .put_new(&execution, event.body.clone(), key, counts)
+                .await;
             match claim {
+                Ok(Claim::OverQuota {
+                    index,
+                    resets_at_ms,
+                }) => Err(Refusal::QuotaExceeded {
+                    quota: names.get(index).cloned().unwrap_or_default(),
+                    retry_after: resets_at_ms.saturating_sub(now_ms()).div_ceil(1000).max(1),
+                }),
                 Ok(Claim::New) => Ok(Recorded::Started(runner.start(Job {
                     awaited,
                     workflow,
@@ -400,4 +498,32 @@ fn new_execution(workflow: &Workflow, event: &Event, trigger: Trigger) -> Execut
     );
     execution.version = Some(workflow.version.clone());
     execution
+}
+
+#[cfg(test)]
+mod tests {
+    use super::windows;
+
+    /// Milliseconds of an RFC 3339 time.
+    fn ms(t: &str) -> u64 {
+        let t = humantime::parse_rfc3339(t).unwrap();
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    }
+
+    #[test]
+    fn quota_windows_end_at_utc_midnight_and_the_first_of_the_month() {
+        assert_eq!(
+            windows(ms("2026-12-31T23:59:59Z")),
+            (ms("2027-01-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            windows(ms("2028-02-28T12:00:00Z")),
+            (ms("2028-02-29T00:00:00Z"), ms("2028-03-01T00:00:00Z"))
+        );
+        // The first millisecond of a day is in that day.
+        assert_eq!(
+            windows(ms("2026-06-01T00:00:00Z")),
+            (ms("2026-06-02T00:00:00Z"), ms("2026-07-01T00:00:00Z"))
+        );
+    }
 }

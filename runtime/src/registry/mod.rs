@@ -93,7 +93,7 @@ impl std::fmt::Debug for Workflow {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Registry {
     by_name: BTreeMap<String, Arc<Workflow>>,
     by_path: HashMap<String, Arc<Workflow>>,
@@ -167,6 +167,36 @@ impl Registry {
     /// rollback), marking its file's report; when its path or a token is
     /// taken by another workflow, the one serving stays and says why.
     pub fn replace(&mut self, workflow: Arc<Workflow>) -> Result<(), String> {
+        self.swap(workflow, true)
+    }
+
+    /// Serves `name` enabled or disabled, whatever its manifest says (the
+    /// API's choice). `false` when it is not loaded.
+    pub fn switch(&mut self, name: &str, enabled: bool) -> bool {
+        let Some(current) = self.by_name.get(name) else {
+            return false;
+        };
+        if current.spec.enabled != enabled {
+            let mut spec = current.spec.clone();
+            spec.enabled = enabled;
+            let switched = Workflow {
+                spec,
+                plugins: current.plugins.clone(),
+                version: current.version.clone(),
+                loaded_at_ms: current.loaded_at_ms,
+            };
+            // Same name, path and tokens: swapping cannot collide.
+            let rolled_back = self
+                .files
+                .iter()
+                .any(|f| f.rolled_back && f.workflow.as_ref().is_some_and(|w| w.spec.name == name));
+            let _ = self.swap(Arc::new(switched), rolled_back);
+        }
+        true
+    }
+
+    /// Puts `workflow` in the place of the loaded one of its name.
+    fn swap(&mut self, workflow: Arc<Workflow>, rolled_back: bool) -> Result<(), String> {
         let name = workflow.spec.name.clone();
         let Some(old) = self.by_name.remove(&name) else {
             return Err(format!("workflow `{name}` is not loaded"));
@@ -179,7 +209,7 @@ impl Registry {
         for f in &mut self.files {
             if f.workflow.as_ref().is_some_and(|w| w.spec.name == name) {
                 f.workflow = Some(workflow.clone());
-                f.rolled_back = true;
+                f.rolled_back = rolled_back;
             }
         }
         Ok(())

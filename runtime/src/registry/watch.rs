@@ -81,8 +81,15 @@ impl Reloader {
         let previous = self.live.load_full();
         let mut next = self.loader.load(&previous).await;
         self.serve_pins(&previous, &mut next).await;
+        self.serve_switches(&mut next).await;
         let next = Arc::new(next);
         log_changes(&previous, &next, why);
+        let result = if next.problems().is_empty() {
+            "ok"
+        } else {
+            "problems"
+        };
+        metrics::counter!(crate::observe::RELOADS, "result" => result).increment(1);
         self.live.store(next.clone());
         self.keep_versions(&next).await;
         next
@@ -129,6 +136,35 @@ impl Reloader {
         }
         let now = self.reload("rollback").await;
         Ok(now.get(name).map(|w| w.version.clone()).unwrap_or_default())
+    }
+
+    /// Enables or disables `name` (the API's choice, kept in the store
+    /// over the manifest's `enabled`, across restarts and reloads).
+    /// `false` when no such workflow is loaded.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<bool, StoreError> {
+        let _one = self.one_at_a_time.lock().await;
+        let live = self.live.load_full();
+        if live.get(name).is_none() {
+            return Ok(false);
+        }
+        self.store.set_switch(name, enabled).await?;
+        let mut next = (*live).clone();
+        next.switch(name, enabled);
+        self.live.store(Arc::new(next));
+        tracing::info!(workflow = %name, enabled, "workflow switched through the API");
+        Ok(true)
+    }
+
+    /// Serves the workflows the API enabled or disabled as it said.
+    async fn serve_switches(&self, next: &mut Registry) {
+        match self.store.switches().await {
+            Ok(switches) => {
+                for (name, enabled) in switches {
+                    next.switch(&name, enabled);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read which workflows are switched"),
+        }
     }
 
     /// Where a rollback's pin holds (the workflow's files still load as

@@ -17,23 +17,30 @@
 //! ([`Runner::unfinished`]).
 
 mod gates;
+pub mod progress;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::config::Retries;
 use crate::engine::{Engine, StepCall, StepLimits, StepRun};
 use crate::execution::{
-    Attempt, ErrorKind, Event, Execution, Json, Status, StepRecord, StepStatus, now_ms, null,
+    Attempt, ErrorKind, Event, Execution, HostCall, Json, Status, StepRecord, StepStatus, now_ms,
+    null,
 };
+use crate::observe;
 use crate::registry::{Registry, Workflow};
 use crate::store::Store;
 pub use gates::{Gate, Gates, RateLimiter, kib};
+use progress::{Change, Progress};
 
 /// Counter: executions handed to the runner (accepted, or resumed at
 /// start).
@@ -50,7 +57,12 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(EXECUTIONS_FINISHED, "Executions that ended, by status.");
     metrics::counter!(EXECUTIONS_STARTED).absolute(0);
-    for status in [Status::Succeeded, Status::Failed, Status::TimedOut] {
+    for status in [
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+    ] {
         metrics::counter!(EXECUTIONS_FINISHED, "status" => status.as_str()).absolute(0);
     }
 }
@@ -79,6 +91,10 @@ pub struct Runner {
     unfinished: Arc<AtomicU64>,
     unfinished_bytes: Arc<AtomicU64>,
     counters: Counters,
+    /// Tells event streams what changed.
+    progress: Progress,
+    /// The executions started and not finished, each with what cancels it.
+    cancels: Arc<Mutex<HashMap<uuid::Uuid, CancellationToken>>>,
 }
 
 /// Handles on the `/metrics` counters, registered once so that counting is
@@ -89,6 +105,7 @@ struct Counters {
     succeeded: metrics::Counter,
     failed: metrics::Counter,
     timed_out: metrics::Counter,
+    cancelled: metrics::Counter,
 }
 
 impl Counters {
@@ -100,6 +117,7 @@ impl Counters {
             succeeded: finished(Status::Succeeded),
             failed: finished(Status::Failed),
             timed_out: finished(Status::TimedOut),
+            cancelled: finished(Status::Cancelled),
         }
     }
 
@@ -107,6 +125,7 @@ impl Counters {
         match status {
             Status::Succeeded => &self.succeeded,
             Status::TimedOut => &self.timed_out,
+            Status::Cancelled => &self.cancelled,
             _ => &self.failed,
         }
     }
@@ -141,7 +160,22 @@ impl Runner {
             unfinished: Arc::default(),
             unfinished_bytes: Arc::default(),
             counters: Counters::new(),
+            progress: Progress::default(),
+            cancels: Arc::default(),
         }
+    }
+
+    /// Cancels execution `id` if it runs here (or waits for a place):
+    /// its running step stops at its next epoch tick, and it ends
+    /// `cancelled`. `false` when it does not run here.
+    pub fn cancel(&self, id: uuid::Uuid) -> bool {
+        let cancels = self.cancels.lock().unwrap_or_else(PoisonError::into_inner);
+        cancels.get(&id).map(CancellationToken::cancel).is_some()
+    }
+
+    /// What followers of executions subscribe to.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// The runtime limits of `workflow` (its rate limiter and running
@@ -170,10 +204,21 @@ impl Runner {
         self.unfinished_bytes
             .fetch_add(job.execution.body_len, Ordering::Relaxed);
         let runner = self.clone();
+        let (id, bytes) = (job.execution.id, job.execution.body_len);
+        let cancel = CancellationToken::new();
+        self.cancels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, cancel.clone());
         self.tasks.spawn(async move {
-            let (id, bytes) = (job.execution.id, job.execution.body_len);
-            let run = runner.run(job);
-            if let Some(done) = runner.guarded(id, bytes, run).await {
+            let run = runner.run(job, &cancel);
+            let done = runner.guarded(id, bytes, run).await;
+            runner
+                .cancels
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            if let Some(done) = done {
                 let _ = tx.send(done);
             }
         });
@@ -212,6 +257,7 @@ impl Runner {
             other => {
                 tracing::error!(%id, ?other, "cannot read the execution to fail it");
                 self.counters.failed.increment(1);
+                self.progress.forget(id);
                 self.release(body_bytes);
                 None
             }
@@ -349,7 +395,7 @@ impl Runner {
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
 
-    async fn run(&self, job: Job) -> Execution {
+    async fn run(&self, job: Job, cancel: &CancellationToken) -> Execution {
         let Job {
             workflow,
             mut execution,
@@ -357,7 +403,11 @@ impl Runner {
             awaited,
         } = job;
         let gate = self.gate(&workflow);
-        let (_running, event) = match self.place(&gate, &execution, event).await {
+        let placed = tokio::select! {
+            placed = self.place(&gate, &execution, event) => placed,
+            () = cancel.cancelled() => return self.cancelled(execution, 0, awaited).await,
+        };
+        let (_running, event) = match placed {
             Ok(placed) => placed,
             Err(message) => {
                 execution.status = Status::Failed;
@@ -388,6 +438,9 @@ impl Runner {
         };
         for index in start..workflow.spec.steps.len() {
             let spec = &workflow.spec.steps[index];
+            if cancel.is_cancelled() {
+                return self.cancelled(execution, index, awaited).await;
+            }
             match self
                 .run_step(
                     &workflow,
@@ -397,10 +450,13 @@ impl Runner {
                     previous
                         .as_deref()
                         .map_or(event.payload_text(), |p| p.get()),
-                    deadline,
+                    Until { deadline, cancel },
                 )
                 .await
             {
+                StepEnd::Cancelled => {
+                    return self.cancelled(execution, index + 1, awaited).await;
+                }
                 StepEnd::Next(output) => previous = Some(output),
                 StepEnd::Halt(output) => {
                     previous = Some(output);
@@ -461,11 +517,29 @@ impl Runner {
         Ok((place, Arc::new(event)))
     }
 
+    /// Ends a cancelled execution; the steps from `from` on never ran.
+    async fn cancelled(&self, mut execution: Execution, from: usize, awaited: bool) -> Execution {
+        for step in execution.steps.iter_mut().skip(from) {
+            if step.status == StepStatus::Pending {
+                step.status = StepStatus::Cancelled;
+            }
+        }
+        execution.status = Status::Cancelled;
+        execution.error = Some("cancelled through the API".into());
+        self.finish(execution, awaited).await
+    }
+
     /// Records the end: durably when `awaited`, so a sender's answer never
     /// runs ahead of the record.
     async fn finish(&self, mut execution: Execution, awaited: bool) -> Execution {
         execution.finished_at_ms = Some(now_ms());
         self.counters.finished(execution.status).increment(1);
+        metrics::counter!(
+            observe::WORKFLOW_EXECUTIONS,
+            "workflow" => execution.workflow.clone(),
+            "status" => execution.status.as_str()
+        )
+        .increment(1);
         // Committed before anyone hears of the end: a sync sender's answer
         // and the admission counts follow the record.
         self.save(&execution, awaited).await;
@@ -482,8 +556,9 @@ impl Runner {
         event: &Event,
         index: usize,
         previous: &str,
-        deadline: Instant,
+        until: Until<'_>,
     ) -> StepEnd {
+        let Until { deadline, cancel } = until;
         let spec = &workflow.spec.steps[index];
         let plugin = &workflow.plugins[index];
         let is_last = index + 1 == workflow.spec.steps.len();
@@ -516,11 +591,28 @@ impl Runner {
                 attempt: number,
                 idempotency_key: format!("{}:{}", execution.id, spec.id),
                 grants: &spec.grants,
+                cancel: Some(cancel),
             };
             // What a crash test counts to find steps that ran twice; also
             // an operator's trace (`HOOKFLOW_LOG=hookflow::steps=debug`).
             tracing::debug!(target: "hookflow::steps", execution = %execution.id, step = %spec.id, attempt = number, "step starting");
-            let run = self.engine.run(plugin, call, limits).await;
+            self.progress.notify(
+                execution.id,
+                Change::StepStarted {
+                    index,
+                    attempt: number,
+                    at_ms: started_at_ms,
+                },
+            );
+            let span = tracing::info_span!(
+                "step",
+                execution = %execution.id,
+                workflow = %workflow.spec.name,
+                step = %spec.id,
+                attempt = number
+            );
+            let run = self.engine.run(plugin, call, limits).instrument(span).await;
+            observe_attempt(&workflow.spec.name, &spec.id, &run);
             let StepRun {
                 result,
                 logs,
@@ -569,13 +661,22 @@ impl Runner {
                     let kind = error.kind;
                     attempt.error = Some(error.clone());
                     record.attempts.push(attempt);
+                    if kind == ErrorKind::Cancelled {
+                        record.status = StepStatus::Cancelled;
+                        return StepEnd::Cancelled;
+                    }
                     let out_of_time = limits.timeout < spec.timeout && kind == ErrorKind::Timeout;
                     if kind.is_retryable() && number <= spec.retries.max && !out_of_time {
                         self.save(execution, false).await;
                         let wait = backoff(spec.retries, number).min(remaining);
                         tracing::debug!(step = %spec.id, attempt = number, ?wait, "retrying step");
-                        tokio::time::sleep(wait).await;
-                        continue;
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => continue,
+                            () = cancel.cancelled() => {
+                                execution.steps[index].status = StepStatus::Cancelled;
+                                return StepEnd::Cancelled;
+                            }
+                        }
                     }
                     let record = &mut execution.steps[index];
                     let timed_out = kind == ErrorKind::Timeout;
@@ -613,6 +714,10 @@ impl Runner {
             }
         })
         .await;
+        if execution.status.is_finished() {
+            self.progress.forget(execution.id);
+        }
+        self.progress.notify(execution.id, Change::Saved);
     }
 }
 
@@ -662,10 +767,60 @@ const RESUME_BATCH: usize = 1000;
 /// doubling up to the second.
 const SAVE_RETRY: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
 
+/// Counts an attempt for `/metrics`: its wall time, and its outbound
+/// requests by outcome.
+fn observe_attempt(workflow: &str, step: &str, run: &StepRun) {
+    metrics::histogram!(
+        observe::STEP_DURATION,
+        "workflow" => workflow.to_string(),
+        "step" => step.to_string()
+    )
+    .record(run.wall_time.as_secs_f64());
+    for call in &run.host_calls {
+        if let HostCall::Http {
+            status,
+            denied,
+            error,
+            ..
+        } = call
+        {
+            let outcome = match (status, denied, error) {
+                (_, Some(_), _) => "denied",
+                (Some(s), _, _) => match s / 100 {
+                    1 => "1xx",
+                    2 => "2xx",
+                    3 => "3xx",
+                    4 => "4xx",
+                    _ => "5xx",
+                },
+                _ => "error",
+            };
+            metrics::counter!(
+                observe::OUTBOUND_REQUESTS,
+                "workflow" => workflow.to_string(),
+                "outcome" => outcome
+            )
+            .increment(1);
+        }
+    }
+}
+
+/// What ends a step early: the execution's deadline, or a cancel.
+#[derive(Clone, Copy)]
+struct Until<'a> {
+    deadline: Instant,
+    cancel: &'a CancellationToken,
+}
+
 enum StepEnd {
     Next(Json),
     Halt(Json),
-    Failed { timed_out: bool, message: String },
+    Failed {
+        timed_out: bool,
+        message: String,
+    },
+    /// The execution was cancelled during the step (or its retry wait).
+    Cancelled,
 }
 
 /// The wait before retry `number` (1-based): `backoff * 2^(number-1)`,
@@ -701,7 +856,10 @@ mod tests {
         let event = Event::new(RequestMeta::default(), None, body.clone());
         let execution = Execution::queued("w", "webhook", &event, vec![]);
         let id = execution.id;
-        store.put_new(&execution, body, None).await.unwrap();
+        store
+            .put_new(&execution, body, None, Vec::new())
+            .await
+            .unwrap();
         // As `start` does.
         runner.unfinished.fetch_add(1, Ordering::Relaxed);
         runner.unfinished_bytes.fetch_add(7, Ordering::Relaxed);

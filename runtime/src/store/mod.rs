@@ -27,6 +27,7 @@
 
 mod kv;
 mod retention;
+mod switches;
 mod tables;
 mod versions;
 
@@ -45,8 +46,8 @@ use uuid::Uuid;
 
 use crate::execution::{Execution, Status};
 use tables::{
-    BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, META, RecordHead,
-    STATUS_INDEX_BUILT, UNFINISHED, status_code,
+    BODIES, BY_STATUS, BY_WORKFLOW, EXECUTIONS, IDEMPOTENCY, IDEMPOTENCY_EXPIRY, KEYS, META,
+    QUOTAS, READ_TOKEN_KEY, RecordHead, STATUS_INDEX_BUILT, UNFINISHED, status_code,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -159,7 +160,32 @@ impl IdempotencyKey {
     }
 }
 
-/// What came of recording a new execution under an idempotency key.
+/// A quota a new execution counts against, in the transaction that
+/// records it: counted only when there is room, so concurrent deliveries
+/// never take more than the quota, and a crash loses no count.
+#[derive(Debug, Clone)]
+pub struct QuotaCount {
+    /// `{resets_at_ms:016x}\0{name}`: counters sort by when they expire,
+    /// and an expired one is pruned by a range read.
+    counter: String,
+    limit: u64,
+    resets_at_ms: u64,
+}
+
+impl QuotaCount {
+    /// Counter `name` (say `orders\0day`, or `orders\0user\0u1\0month`) of
+    /// the window that ends at `resets_at_ms`, holding at most `limit`.
+    pub fn new(name: &str, limit: u64, resets_at_ms: u64) -> Self {
+        Self {
+            counter: format!("{resets_at_ms:016x}\0{name}"),
+            limit,
+            resets_at_ms,
+        }
+    }
+}
+
+/// What came of recording a new execution under an idempotency key and
+/// its quotas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// The execution was recorded.
@@ -167,6 +193,9 @@ pub enum Claim {
     /// The key was taken (and not expired): nothing was recorded; this is
     /// the execution that holds it.
     Duplicate(Uuid),
+    /// A quota is used up: nothing was recorded; the quota (the first of
+    /// those given that is full) resets at this time.
+    OverQuota { index: usize, resets_at_ms: u64 },
 }
 
 /// Records that commit together, and who waits for them.
@@ -174,6 +203,8 @@ struct Write {
     records: Vec<Encoded>,
     /// Claimed in the same transaction as `records` (one record then).
     key: Option<IdempotencyKey>,
+    /// Counted in the same transaction as `records`, when `key` is free.
+    quotas: Vec<QuotaCount>,
     /// Answered only once durable; otherwise once committed (see
     /// [`Store::put_soon`]).
     durable: bool,
@@ -196,6 +227,8 @@ pub struct Store {
     writer: mpsc::Sender<Message>,
     /// Whether the last commit succeeded.
     writable: Arc<AtomicBool>,
+    /// Signs read tokens; made once, kept in the database.
+    read_token_key: Arc<[u8; 32]>,
 }
 
 /// Which executions to list, newest first.
@@ -203,9 +236,41 @@ pub struct Store {
 pub struct ListFilter {
     pub workflow: Option<String>,
     pub status: Option<Status>,
+    /// What started them (`webhook`, `api`, `replay`, `test`).
+    pub trigger: Option<String>,
+    pub user: Option<String>,
+    /// Only executions created at or after this time (ms since the epoch).
+    pub since_ms: Option<u64>,
+    /// Only executions created before this time (ms since the epoch).
+    pub until_ms: Option<u64>,
     pub limit: usize,
     /// Only executions older than this id.
     pub before: Option<Uuid>,
+}
+
+impl ListFilter {
+    /// The range of ids to walk, newest first: ids are UUID v7, so their
+    /// order is creation order and a time bound is an id bound.
+    fn ids(&self) -> std::ops::Range<u128> {
+        let until = self.until_ms.map_or(u128::MAX, id_at);
+        let before = self.before.map_or(u128::MAX, |id| id.as_u128());
+        self.since_ms.map_or(0, id_at)..until.min(before)
+    }
+
+    /// Whether `e` passes the filters no index answers.
+    fn keeps(&self, e: &Execution) -> bool {
+        self.status.is_none_or(|s| s == e.status)
+            && self.trigger.as_ref().is_none_or(|t| *t == e.trigger)
+            && self
+                .user
+                .as_ref()
+                .is_none_or(|u| e.user.as_ref() == Some(u))
+    }
+}
+
+/// The smallest UUID v7 of millisecond `ms`.
+fn id_at(ms: u64) -> u128 {
+    u128::from(ms.min((1 << 48) - 1)) << 80
 }
 
 impl Store {
@@ -240,8 +305,11 @@ impl Store {
                 .map_err(|e| open_err(e.to_string()))?;
             txn.open_table(versions::PINS)
                 .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(switches::SWITCHES)
+                .map_err(|e| open_err(e.to_string()))?;
         }
         build_status_index(&txn).map_err(|e| open_err(e.to_string()))?;
+        let read_token_key = key(&txn, READ_TOKEN_KEY).map_err(|e| open_err(e.to_string()))?;
         txn.commit().map_err(|e| open_err(e.to_string()))?;
 
         let db: Slot = Arc::new(RwLock::new(Some(db)));
@@ -263,7 +331,14 @@ impl Store {
             path: Arc::new(path.to_path_buf()),
             writer: tx,
             writable,
+            read_token_key: Arc::new(read_token_key),
         })
+    }
+
+    /// The key that signs per-execution read tokens: 32 random bytes made
+    /// when the database is created, the same for every server on it.
+    pub fn read_token_key(&self) -> &[u8; 32] {
+        &self.read_token_key
     }
 
     /// Durably records an execution (and, the first time, its event body).
@@ -292,13 +367,16 @@ impl Store {
     /// Records a new execution and its body, claiming `key` in the same
     /// transaction. When the key is already held, nothing is written and
     /// the holder is returned: concurrent duplicates make one execution.
+    /// Each of `quotas` with room counts it; when one is full, nothing is
+    /// written and that is said.
     pub async fn put_new(
         &self,
         execution: &Execution,
         body: Bytes,
         key: Option<IdempotencyKey>,
+        quotas: Vec<QuotaCount>,
     ) -> Result<Claim, StoreError> {
-        self.write(vec![Encoded::new(execution, Some(body))], key, true)
+        self.write_claiming(vec![Encoded::new(execution, Some(body))], key, quotas, true)
             .await
     }
 
@@ -308,10 +386,21 @@ impl Store {
         key: Option<IdempotencyKey>,
         durable: bool,
     ) -> Result<Claim, StoreError> {
+        self.write_claiming(records, key, Vec::new(), durable).await
+    }
+
+    async fn write_claiming(
+        &self,
+        records: Vec<Encoded>,
+        key: Option<IdempotencyKey>,
+        quotas: Vec<QuotaCount>,
+        durable: bool,
+    ) -> Result<Claim, StoreError> {
         let (done, wait) = oneshot::channel();
         let write = Write {
             records,
             key,
+            quotas,
             durable,
             done,
         };
@@ -378,10 +467,13 @@ impl Store {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
             let executions = txn.open_table(EXECUTIONS).map_err(read_err)?;
-            let before = filter.before.map_or(u128::MAX, |id| id.as_u128());
+            let ids = filter.ids();
             let mut out = Vec::new();
+            if ids.is_empty() {
+                return Ok(out);
+            }
             let mut keep = |e: Execution| {
-                if filter.status.is_none_or(|s| s == e.status) {
+                if filter.keeps(&e) {
                     out.push(e);
                 }
                 out.len() >= filter.limit
@@ -389,7 +481,7 @@ impl Store {
             if let Some(workflow) = &filter.workflow {
                 let index = txn.open_table(BY_WORKFLOW).map_err(read_err)?;
                 let range = index
-                    .range((workflow.as_str(), 0)..(workflow.as_str(), before))
+                    .range((workflow.as_str(), ids.start)..(workflow.as_str(), ids.end))
                     .map_err(read_err)?;
                 for entry in range.rev() {
                     let (key, _) = entry.map_err(read_err)?;
@@ -404,7 +496,9 @@ impl Store {
                 // Finished ones by their status index.
                 let index = txn.open_table(BY_STATUS).map_err(read_err)?;
                 let code = status_code(status);
-                let range = index.range((code, 0)..(code, before)).map_err(read_err)?;
+                let range = index
+                    .range((code, ids.start)..(code, ids.end))
+                    .map_err(read_err)?;
                 for entry in range.rev() {
                     let id = entry.map_err(read_err)?.0.value().1;
                     if let Some(v) = executions.get(id).map_err(read_err)?
@@ -417,7 +511,7 @@ impl Store {
                 // Queued or running: among the unfinished, a set bounded by
                 // admission (`--max-queued`).
                 let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
-                for entry in unfinished.range(..before).map_err(read_err)?.rev() {
+                for entry in unfinished.range(ids).map_err(read_err)?.rev() {
                     let id = entry.map_err(read_err)?.0.value();
                     if let Some(v) = executions.get(id).map_err(read_err)?
                         && keep(decode(v.value())?)
@@ -426,7 +520,7 @@ impl Store {
                     }
                 }
             } else {
-                for entry in executions.range(..before).map_err(read_err)?.rev() {
+                for entry in executions.range(ids).map_err(read_err)?.rev() {
                     let (_, v) = entry.map_err(read_err)?;
                     if keep(decode(v.value())?) {
                         break;
@@ -758,6 +852,19 @@ impl Writer {
     }
 }
 
+/// The secret `name` of `KEYS`, made of 32 random bytes the first time.
+fn key(txn: &redb::WriteTransaction, name: &str) -> Result<[u8; 32], redb::Error> {
+    let mut keys = txn.open_table(KEYS)?;
+    if let Some(stored) = keys.get(name)?
+        && let Ok(key) = <[u8; 32]>::try_from(stored.value())
+    {
+        return Ok(key);
+    }
+    let key: [u8; 32] = rand::random();
+    keys.insert(name, key.as_slice())?;
+    Ok(key)
+}
+
 /// Fills `BY_STATUS` from the records of a database written before the
 /// index existed, once: a scan of every execution, at open.
 fn build_status_index(txn: &redb::WriteTransaction) -> Result<(), redb::Error> {
@@ -884,27 +991,46 @@ fn commit(db: &Database, batch: &[Write], durable: bool) -> Result<Vec<Claim>, r
         let mut tables = Tables::open(&txn)?;
         let mut keys = txn.open_table(IDEMPOTENCY)?;
         let mut expiry = txn.open_table(IDEMPOTENCY_EXPIRY)?;
+        let mut counters = txn.open_table(QUOTAS)?;
         let now = crate::execution::now_ms();
         prune_keys(&mut keys, &mut expiry, now)?;
+        prune_quotas(&mut counters, now)?;
         for w in batch {
-            let claim = match (&w.key, w.records.first()) {
-                (Some(key), Some(record)) => {
-                    let held = keys
-                        .get(key.scoped.as_str())?
-                        .map(|v| v.value())
-                        .filter(|&(_, expires)| expires > now)
-                        .filter(|&(id, _)| key.replaces != Some(Uuid::from_u128(id)));
-                    match held {
-                        Some((id, _)) => Claim::Duplicate(Uuid::from_u128(id)),
-                        None => {
-                            keys.insert(key.scoped.as_str(), (record.id, key.expires_at_ms))?;
-                            expiry.insert((key.expires_at_ms, key.scoped.as_str()), ())?;
-                            Claim::New
-                        }
+            let held = match (&w.key, w.records.first()) {
+                (Some(key), Some(_)) => keys
+                    .get(key.scoped.as_str())?
+                    .map(|v| v.value())
+                    .filter(|&(_, expires)| expires > now)
+                    .filter(|&(id, _)| key.replaces != Some(Uuid::from_u128(id))),
+                _ => None,
+            };
+            let mut claim = match held {
+                Some((id, _)) => Claim::Duplicate(Uuid::from_u128(id)),
+                None => Claim::New,
+            };
+            if claim == Claim::New {
+                let mut counts = Vec::with_capacity(w.quotas.len());
+                for (index, q) in w.quotas.iter().enumerate() {
+                    let count = counters.get(q.counter.as_str())?.map_or(0, |v| v.value());
+                    if count >= q.limit {
+                        claim = Claim::OverQuota {
+                            index,
+                            resets_at_ms: q.resets_at_ms,
+                        };
+                        break;
+                    }
+                    counts.push(count);
+                }
+                if claim == Claim::New {
+                    for (q, count) in w.quotas.iter().zip(counts) {
+                        counters.insert(q.counter.as_str(), count + 1)?;
+                    }
+                    if let (Some(key), Some(record)) = (&w.key, w.records.first()) {
+                        keys.insert(key.scoped.as_str(), (record.id, key.expires_at_ms))?;
+                        expiry.insert((key.expires_at_ms, key.scoped.as_str()), ())?;
                     }
                 }
-                _ => Claim::New,
-            };
+            }
             claims.push(claim);
             if claim != Claim::New {
                 continue;
@@ -916,6 +1042,20 @@ fn commit(db: &Database, batch: &[Write], durable: bool) -> Result<Vec<Claim>, r
     }
     txn.commit()?;
     Ok(claims)
+}
+
+/// Drops up to 256 counters of quota windows that have ended.
+fn prune_quotas(counters: &mut redb::Table<&str, u64>, now: u64) -> Result<(), redb::Error> {
+    let ended = format!("{now:016x}");
+    let old: Vec<String> = counters
+        .range(..ended.as_str())?
+        .take(256)
+        .map(|e| e.map(|(k, _)| k.value().to_string()))
+        .collect::<Result<_, _>>()?;
+    for counter in old {
+        counters.remove(counter.as_str())?;
+    }
+    Ok(())
 }
 
 /// Drops up to 256 expired idempotency keys: pruning keeps pace with
@@ -963,7 +1103,10 @@ mod tests {
         let mut e = execution();
         {
             let store = Store::open(&path).unwrap();
-            store.put_new(&e, Bytes::new(), None).await.unwrap();
+            store
+                .put_new(&e, Bytes::new(), None, Vec::new())
+                .await
+                .unwrap();
             e.status = Status::Succeeded;
             store.put_soon(&e).await.unwrap();
             let read = store.get(e.id).await.unwrap().unwrap();
@@ -998,13 +1141,16 @@ mod tests {
         let first = execution();
         let key = |exp| Some(IdempotencyKey::new("w", "k", exp));
         assert_eq!(
-            store.put_new(&first, Bytes::new(), key(far)).await.unwrap(),
+            store
+                .put_new(&first, Bytes::new(), key(far), Vec::new())
+                .await
+                .unwrap(),
             Claim::New
         );
         let second = execution();
         assert_eq!(
             store
-                .put_new(&second, Bytes::new(), key(far))
+                .put_new(&second, Bytes::new(), key(far), Vec::new())
                 .await
                 .unwrap(),
             Claim::Duplicate(first.id)
@@ -1017,7 +1163,7 @@ mod tests {
         let other = IdempotencyKey::new("v", "k", far);
         assert_eq!(
             store
-                .put_new(&execution(), Bytes::new(), Some(other))
+                .put_new(&execution(), Bytes::new(), Some(other), Vec::new())
                 .await
                 .unwrap(),
             Claim::New
@@ -1028,7 +1174,7 @@ mod tests {
         let past = crate::execution::now_ms() - 1;
         assert_eq!(
             store
-                .put_new(&execution(), Bytes::new(), key(past))
+                .put_new(&execution(), Bytes::new(), key(past), Vec::new())
                 .await
                 .unwrap(),
             Claim::New
@@ -1037,7 +1183,7 @@ mod tests {
         // Expired: claimable again.
         assert_eq!(
             store
-                .put_new(&execution(), Bytes::new(), key(far))
+                .put_new(&execution(), Bytes::new(), key(far), Vec::new())
                 .await
                 .unwrap(),
             Claim::New
@@ -1045,7 +1191,7 @@ mod tests {
         // An expired key is pruned by the next commit, whatever it holds.
         let gone = IdempotencyKey::new("w", "gone", past);
         store
-            .put_new(&execution(), Bytes::new(), Some(gone))
+            .put_new(&execution(), Bytes::new(), Some(gone), Vec::new())
             .await
             .unwrap();
         assert_eq!(held_keys(&store), (2, 2), "`k` (re-claimed) and `gone`");
@@ -1075,15 +1221,21 @@ mod tests {
             let mut e = execution();
             e.id = at(old_ms + i);
             e.status = Status::Succeeded;
-            store.put_new(&e, body(), None).await.unwrap();
+            store.put_new(&e, body(), None, Vec::new()).await.unwrap();
             old.push(e.id);
         }
         let mut stuck = execution();
         stuck.id = at(old_ms + 10);
-        store.put_new(&stuck, body(), None).await.unwrap();
+        store
+            .put_new(&stuck, body(), None, Vec::new())
+            .await
+            .unwrap();
         let mut recent = execution();
         recent.status = Status::Failed;
-        store.put_new(&recent, body(), None).await.unwrap();
+        store
+            .put_new(&recent, body(), None, Vec::new())
+            .await
+            .unwrap();
 
         let cutoff = old_ms + 100;
         assert_eq!(store.prune_before(cutoff, 2).await.unwrap(), 2);
@@ -1143,7 +1295,10 @@ mod tests {
         e.status = Status::Succeeded;
         e.output = Some(output());
         assert!(encode(&e).len() < 5000, "the output was stored twice");
-        store.put_new(&e, Bytes::new(), None).await.unwrap();
+        store
+            .put_new(&e, Bytes::new(), None, Vec::new())
+            .await
+            .unwrap();
         let read = store.get(e.id).await.unwrap().unwrap();
         assert_eq!(read.output.unwrap().get(), e.output.as_ref().unwrap().get());
         // An output that is not the last step's stays in the record.
@@ -1151,7 +1306,10 @@ mod tests {
         other.id = Uuid::now_v7();
         other.output = Some(serde_json::value::RawValue::from_string("7".into()).unwrap());
         assert!(encode(&other).len() > 4000);
-        store.put_new(&other, Bytes::new(), None).await.unwrap();
+        store
+            .put_new(&other, Bytes::new(), None, Vec::new())
+            .await
+            .unwrap();
         let read = store.get(other.id).await.unwrap().unwrap();
         assert_eq!(read.output.unwrap().get(), "7");
     }
@@ -1180,8 +1338,14 @@ mod tests {
         let store = Store::open(&dir.path().join("t.redb")).unwrap();
         let mut a = execution();
         let mut b = execution();
-        store.put_new(&a, Bytes::new(), None).await.unwrap();
-        store.put_new(&b, Bytes::new(), None).await.unwrap();
+        store
+            .put_new(&a, Bytes::new(), None, Vec::new())
+            .await
+            .unwrap();
+        store
+            .put_new(&b, Bytes::new(), None, Vec::new())
+            .await
+            .unwrap();
         assert_eq!(listed(&store, Status::Queued).await, [b.id, a.id]);
         b.status = Status::Running;
         store.put(&b, None).await.unwrap();

@@ -20,9 +20,18 @@ pub const IDEMPOTENCY: TableDefinition<&str, (u128, u64)> = TableDefinition::new
 /// pruning.
 pub const IDEMPOTENCY_EXPIRY: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("idempotency_expiry");
+/// "{resets at ms, hex}\0{workflow}\0{scope}" -> executions counted in
+/// that quota window (see `QuotaCount`).
+pub const QUOTAS: TableDefinition<&str, u64> = TableDefinition::new("quotas");
 /// name -> value: facts about the database itself; `"opened_ms"` is
 /// rewritten by each reopen after an I/O error, to prove writes work.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// name -> secret bytes the server keeps for itself: `"read_token_key"`
+/// signs the per-execution read tokens of `status_url` (SPEC §5.3).
+pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+/// The `KEYS` entry of the read-token key.
+pub const READ_TOKEN_KEY: &str = "read_token_key";
 
 /// A status as the key byte of `BY_STATUS`.
 pub fn status_code(status: crate::execution::Status) -> u8 {
@@ -33,6 +42,7 @@ pub fn status_code(status: crate::execution::Status) -> u8 {
         Status::Succeeded => 2,
         Status::Failed => 3,
         Status::TimedOut => 4,
+        Status::Cancelled => 5,
     }
 }
 
