@@ -85,7 +85,7 @@ pub enum Runs {
         /// `cancelled`.
         #[arg(long)]
         status: Option<String>,
-        /// `webhook`, `api`, `replay` or `test`.
+        /// `webhook`, `api`, `replay`, `test` or `cron`.
         #[arg(long)]
         trigger: Option<String>,
         #[arg(long)]

@@ -376,8 +376,8 @@ pub struct Execution {
     pub workflow: String,
     pub status: Status,
     /// What started it: `webhook`, `api` (`POST /api/v1/run`), `replay`
-    /// (`POST /api/v1/executions/{id}/replay`) or `test`
-    /// (`POST /api/v1/workflows/{name}/test`).
+    /// (`POST /api/v1/executions/{id}/replay`), `test`
+    /// (`POST /api/v1/workflows/{name}/test`) or `cron` (a cron slot).
     pub trigger: String,
     /// Who it runs for, when the caller said (`POST /api/v1/run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

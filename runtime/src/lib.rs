@@ -20,6 +20,7 @@ pub mod author;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod cron;
 pub mod engine;
 pub mod execution;
 pub mod http;

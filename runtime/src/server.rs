@@ -211,6 +211,7 @@ impl Server {
             max_connections,
         } = options;
         let state = self.state.clone();
+        crate::cron::spawn(state.clone());
         let connections = Connections {
             router: router(self.state),
             graceful: GracefulShutdown::new(),
@@ -332,7 +333,7 @@ impl Connections {
 pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
     registry
         .workflows()
-        .map(|w| {
+        .flat_map(|w| {
             let t = &w.spec.trigger;
             let methods: Vec<_> = t.methods.iter().map(|m| m.as_str()).collect();
             let mode = t.mode.as_str();
@@ -342,11 +343,18 @@ pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
                 Auth::PathToken { .. } => "t/<token>",
                 _ => t.path.as_str(),
             };
-            format!(
+            let hook = format!(
                 "  {} {base}/hooks/{path} -> {} ({mode}{state})",
                 methods.join("|"),
                 w.spec.name
-            )
+            );
+            let crons = w.spec.crons.iter().map(move |c| {
+                format!(
+                    "  cron \"{}\" ({}) -> {}{state}",
+                    c.pattern, c.timezone, w.spec.name
+                )
+            });
+            std::iter::once(hook).chain(crons)
         })
         .collect()
 }

@@ -7,6 +7,7 @@ mod author;
 mod cache;
 mod caps;
 mod cli;
+mod cron;
 mod events;
 mod executions;
 mod failures;

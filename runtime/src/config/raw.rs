@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use super::allow::RawAllow;
 use super::auth::Encoding;
-use super::spec::{Method, Mode, OnDuplicate};
+use super::spec::{Method, Missed, Mode, OnDuplicate};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,6 +19,9 @@ pub(super) struct RawManifest {
     #[serde(default = "default_true")]
     pub enabled: bool,
     pub trigger: Spanned<RawTrigger>,
+    /// More triggers: cron schedules.
+    #[serde(default)]
+    pub triggers: Vec<Spanned<RawMoreTrigger>>,
     #[serde(default)]
     pub steps: Vec<Spanned<RawStep>>,
     pub limits: Option<RawLimits>,
@@ -50,6 +53,23 @@ pub(super) struct RawTrigger {
     #[serde(default)]
     pub on_duplicate: OnDuplicate,
     pub idempotency_window: Option<Spanned<String>>,
+}
+
+/// A `[[triggers]]` entry.
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub(super) enum RawMoreTrigger {
+    Cron {
+        schedule: String,
+        #[serde(default = "utc")]
+        timezone: String,
+        #[serde(default)]
+        missed: Missed,
+    },
+}
+
+fn utc() -> String {
+    "UTC".into()
 }
 
 /// `auth = { kind = "...", ... }`. Spans are lost inside internally tagged

@@ -25,6 +25,8 @@ pub struct WorkflowSpec {
     pub name_line: usize,
     pub path_line: usize,
     pub trigger: TriggerSpec,
+    /// Cron triggers (`[[triggers]] kind = "cron"`).
+    pub crons: Vec<CronSpec>,
     pub steps: Vec<StepSpec>,
     pub limits: WorkflowLimits,
     /// What the payload must look like (`[input]` or `input_schema`).
@@ -166,4 +168,49 @@ pub enum OnDuplicate {
     Replay,
     /// `409 duplicate` with the original execution id.
     Conflict,
+}
+
+/// What a cron trigger does at start about the slots missed while the
+/// server was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Missed {
+    /// Nothing: the next slot is the next one due.
+    #[default]
+    Skip,
+    /// The latest missed slot runs once.
+    RunOnce,
+}
+
+/// A cron schedule in a time zone.
+#[derive(Debug, Clone)]
+pub struct CronSpec {
+    /// As written: five fields (minute hour day-of-month month
+    /// day-of-week), or six with seconds first.
+    pub pattern: String,
+    pub schedule: croner::Cron,
+    pub timezone: chrono_tz::Tz,
+    pub missed: Missed,
+}
+
+impl CronSpec {
+    /// Parses a schedule and an IANA time zone name.
+    pub fn parse(pattern: &str, timezone: &str, missed: Missed) -> Result<Self, String> {
+        let schedule = croner::parser::CronParser::builder()
+            .seconds(croner::parser::Seconds::Optional)
+            .build()
+            .parse(pattern)
+            .map_err(|e| format!("`{pattern}` is not a cron schedule: {e}"))?;
+        let timezone = timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            format!(
+                "`{timezone}` is not a time zone: use an IANA name such as `Europe/Paris` or `UTC`"
+            )
+        })?;
+        Ok(Self {
+            pattern: pattern.to_string(),
+            schedule,
+            timezone,
+            missed,
+        })
+    }
 }

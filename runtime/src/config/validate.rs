@@ -15,9 +15,11 @@ use super::allow::{ConfigEntry, ConfigValues, Grants, HostPattern, KvGrant, RawA
 use super::auth::resolve_secret;
 use super::diagnostic::{Diagnostic, line_of};
 use super::names::{check_route, default_step_id, is_slug};
-use super::raw::{RawLimits, RawManifest, RawQuota, RawStep, RawTrigger};
+use super::raw::{RawLimits, RawManifest, RawMoreTrigger, RawQuota, RawStep, RawTrigger};
 use super::scan::{Unfit, confined_file, plugin_for_source};
-use super::spec::{Method, Quota, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec};
+use super::spec::{
+    CronSpec, Method, Quota, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,
+};
 use super::units::{parse_duration, parse_rate, parse_size};
 use super::{Auth, raw::RawAuth};
 
@@ -62,6 +64,20 @@ impl Checker<'_> {
                 .map_or(trigger_span.clone(), Spanned::span),
         );
         let trigger = self.trigger(raw.trigger.into_inner(), trigger_span);
+        let mut crons = Vec::new();
+        for more in raw.triggers {
+            let span = more.span();
+            match more.into_inner() {
+                RawMoreTrigger::Cron {
+                    schedule,
+                    timezone,
+                    missed,
+                } => match CronSpec::parse(&schedule, &timezone, missed) {
+                    Ok(cron) => crons.push(cron),
+                    Err(e) => self.error(span, e),
+                },
+            }
+        }
         let mut limits = self.limits(raw.limits.unwrap_or_default(), trigger.max_body);
         limits.quota = self.quota(raw.quota.unwrap_or_default());
         if raw.steps.is_empty() {
@@ -93,6 +109,7 @@ impl Checker<'_> {
             name_line,
             path_line,
             trigger,
+            crons,
             steps,
             limits,
             input,

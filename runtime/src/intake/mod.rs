@@ -34,6 +34,8 @@ pub enum Trigger {
     Replay,
     /// `POST /api/v1/workflows/{name}/test`: a test payload.
     Test,
+    /// A cron trigger's slot.
+    Cron,
 }
 
 impl Trigger {
@@ -43,6 +45,7 @@ impl Trigger {
             Trigger::Api => "api",
             Trigger::Replay => "replay",
             Trigger::Test => "test",
+            Trigger::Cron => "cron",
         }
     }
 }

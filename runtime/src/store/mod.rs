@@ -25,6 +25,7 @@
 //! to 5 s) until it opens and a small durable commit succeeds; `writable()`
 //! is false from the failed commit until then.
 
+mod cron;
 mod kv;
 mod retention;
 mod switches;
@@ -236,7 +237,7 @@ pub struct Store {
 pub struct ListFilter {
     pub workflow: Option<String>,
     pub status: Option<Status>,
-    /// What started them (`webhook`, `api`, `replay`, `test`).
+    /// What started them (`webhook`, `api`, `replay`, `test`, `cron`).
     pub trigger: Option<String>,
     pub user: Option<String>,
     /// Only executions created at or after this time (ms since the epoch).
@@ -306,6 +307,8 @@ impl Store {
             txn.open_table(versions::PINS)
                 .map_err(|e| open_err(e.to_string()))?;
             txn.open_table(switches::SWITCHES)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(cron::CRON_LAST)
                 .map_err(|e| open_err(e.to_string()))?;
         }
         build_status_index(&txn).map_err(|e| open_err(e.to_string()))?;
