@@ -146,6 +146,7 @@ async fn fire(state: &AppState, workflow: &Arc<Workflow>, cron: &CronSpec, key: 
         user: None,
         wait: Wait::NoWait,
         replay_of: None,
+        environment: None,
     };
     match state.intake.accept(workflow.clone(), delivery).await {
         Ok(_) => {

@@ -382,6 +382,9 @@ pub struct Execution {
     /// Who it runs for, when the caller said (`POST /api/v1/run`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The environment its steps run in (`[environments.NAME]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// The failed execution of the same delivery (same idempotency key)
     /// that this one retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -428,6 +431,7 @@ impl Execution {
             status: Status::Queued,
             trigger: trigger.to_string(),
             user: None,
+            environment: None,
             retry_of: None,
             replay_of: None,
             resumes: 0,

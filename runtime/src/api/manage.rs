@@ -154,6 +154,7 @@ pub async fn replay(
         .admit(&workflow, &state.intake.gate(&workflow))?;
     let event = Event::new(original.request, original.content_type, body);
     let delivery = Delivery {
+        environment: original.environment,
         unparsed_json: false,
         event,
         key: KeySource::None,
@@ -167,8 +168,9 @@ pub async fn replay(
     Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
 }
 
-/// `POST /api/v1/workflows/{name}/test`: runs the workflow on the JSON
-/// body (ToolJet's "test JSON") as an execution with `trigger: "test"`.
+/// `POST /api/v1/workflows/{name}/test[?environment=NAME]`: runs the
+/// workflow on the JSON body (ToolJet's "test JSON") as an execution with
+/// `trigger: "test"`.
 /// The webhook's auth does not apply (the admin token is the credential);
 /// everything else does, and the answers are a webhook's.
 pub async fn test_run(
@@ -199,6 +201,7 @@ pub async fn test_run(
         user: None,
         wait: http::wait_preference(&parts.headers),
         replay_of: None,
+        environment: http::query_param(&parts, "environment"),
     };
     let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;

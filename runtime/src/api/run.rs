@@ -31,6 +31,8 @@ struct RunBody {
     workflow_id: Option<String>,
     #[serde(alias = "userId")]
     user: Option<String>,
+    /// The environment to run in (`[environments.NAME]`).
+    environment: Option<String>,
     data: Option<Box<RawValue>>,
 }
 
@@ -82,6 +84,9 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
         user: run.user,
         wait: http::wait_preference(&parts.headers),
         replay_of: None,
+        environment: run
+            .environment
+            .or_else(|| http::query_param(&parts, "environment")),
     };
     let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;

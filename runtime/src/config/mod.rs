@@ -27,8 +27,8 @@ pub use scan::{
     plugin_for_source, py_project, toml_error,
 };
 pub use spec::{
-    CronSpec, Method, Missed, Mode, OnDuplicate, Quota, Rate, Retries, StepSpec, TriggerSpec,
-    WorkflowLimits, WorkflowSpec,
+    CronSpec, Environment, EnvironmentStep, Method, Missed, Mode, OnDuplicate, Quota, Rate,
+    Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -34,6 +34,30 @@ pub(super) struct RawManifest {
     /// Values `allow.config` may name, as `env:NAME` or `file:PATH`.
     #[serde(default)]
     pub secrets: BTreeMap<String, Spanned<String>>,
+    /// Per-environment settings, secrets and step config.
+    #[serde(default)]
+    pub environments: BTreeMap<String, Spanned<RawEnvironment>>,
+    /// The environment of a request that names none.
+    pub default_environment: Option<Spanned<String>>,
+}
+
+/// `[environments.NAME]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnvironment {
+    #[serde(default)]
+    pub settings: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<String>>,
+    /// By step id: config merged over the step's own.
+    #[serde(default)]
+    pub steps: BTreeMap<String, Spanned<RawEnvironmentStep>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnvironmentStep {
+    pub config: Option<toml::Table>,
 }
 
 pub(super) fn default_true() -> bool {

@@ -2,6 +2,7 @@
 //! size and secret in it is resolved. Immutable once loaded; runtime state
 //! (rate limiters, concurrency slots) lives with the runner, keyed by name.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +32,62 @@ pub struct WorkflowSpec {
     pub limits: WorkflowLimits,
     /// What the payload must look like (`[input]` or `input_schema`).
     pub input: InputRules,
+    /// Named environments (`[environments.NAME]`), each with every step's
+    /// config and grants resolved for it.
+    pub environments: BTreeMap<String, Environment>,
+    /// The environment of a request that names none; `None`: the steps as
+    /// written.
+    pub default_environment: Option<String>,
+}
+
+/// A step's config and grants in one environment.
+#[derive(Debug, Clone)]
+pub struct EnvironmentStep {
+    pub config: Value,
+    pub grants: Grants,
+}
+
+/// One environment: its version of each step, in step order.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub steps: Vec<EnvironmentStep>,
+}
+
+impl WorkflowSpec {
+    /// The environment a request asking for `asked` runs in: that one, or
+    /// the default. `Err` names the environments there are.
+    pub fn environment(&self, asked: Option<&str>) -> Result<Option<String>, String> {
+        match asked {
+            None => Ok(self.default_environment.clone()),
+            Some(name) if self.environments.contains_key(name) => Ok(Some(name.to_string())),
+            Some(name) if self.environments.is_empty() => Err(format!(
+                "workflow `{}` has no environments (asked for `{name}`); leave `environment` out",
+                self.name
+            )),
+            Some(name) => Err(format!(
+                "workflow `{}` has no environment `{name}`: it has {}",
+                self.name,
+                self.environments
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
+    /// Step `index`'s config and grants in `environment` (as written when
+    /// `None` or unknown).
+    pub fn step_setup(&self, environment: Option<&str>, index: usize) -> (&Value, &Grants) {
+        let step = &self.steps[index];
+        match environment
+            .and_then(|e| self.environments.get(e))
+            .and_then(|e| e.steps.get(index))
+        {
+            Some(s) => (&s.config, &s.grants),
+            None => (&step.config, &step.grants),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -15,10 +15,13 @@ use super::allow::{ConfigEntry, ConfigValues, Grants, HostPattern, KvGrant, RawA
 use super::auth::resolve_secret;
 use super::diagnostic::{Diagnostic, line_of};
 use super::names::{check_route, default_step_id, is_slug};
-use super::raw::{RawLimits, RawManifest, RawMoreTrigger, RawQuota, RawStep, RawTrigger};
+use super::raw::{
+    RawEnvironment, RawLimits, RawManifest, RawMoreTrigger, RawQuota, RawStep, RawTrigger,
+};
 use super::scan::{Unfit, confined_file, plugin_for_source};
 use super::spec::{
-    CronSpec, Method, Quota, Retries, StepSpec, TriggerSpec, WorkflowLimits, WorkflowSpec,
+    CronSpec, Environment, EnvironmentStep, Method, Quota, Retries, StepSpec, TriggerSpec,
+    WorkflowLimits, WorkflowSpec,
 };
 use super::units::{parse_duration, parse_rate, parse_size};
 use super::{Auth, raw::RawAuth};
@@ -99,6 +102,21 @@ impl Checker<'_> {
             }
             steps.push(step);
         }
+        let environments = self.environments(raw.environments, &values, &steps);
+        let default_environment = raw.default_environment.and_then(|d| {
+            if environments.contains_key(d.get_ref()) {
+                Some(d.into_inner())
+            } else {
+                self.error(
+                    d.span(),
+                    format!(
+                        "default_environment `{}` is not one of the [environments.NAME] tables",
+                        d.get_ref()
+                    ),
+                );
+                None
+            }
+        });
         let input = self.input_rules(raw.input, raw.input_schema);
         WorkflowSpec {
             name,
@@ -113,6 +131,8 @@ impl Checker<'_> {
             steps,
             limits,
             input,
+            environments,
+            default_environment,
         }
     }
 
@@ -329,6 +349,75 @@ impl Checker<'_> {
             retries,
             grants,
         }
+    }
+
+    /// `[environments.NAME]`: each step's config (the environment's
+    /// `steps.ID.config` merged over the step's, key by key) and grants
+    /// (the environment's settings and secrets in place of the workflow's)
+    /// resolved for each environment.
+    fn environments(
+        &mut self,
+        raw: BTreeMap<String, Spanned<RawEnvironment>>,
+        base: &ConfigValues,
+        steps: &[StepSpec],
+    ) -> BTreeMap<String, Environment> {
+        let mut out = BTreeMap::new();
+        for (name, env) in raw {
+            let span = env.span();
+            if !is_slug(&name) {
+                self.error(
+                    span.clone(),
+                    format!("environment `{name}` must be lower-case letters, digits, `-` or `_`"),
+                );
+            }
+            let env = env.into_inner();
+            for (n, v) in env.settings.iter().chain(&env.secrets) {
+                if !base.settings.contains_key(n) && !base.secrets.contains_key(n) {
+                    self.error(
+                        v.span(),
+                        format!("environments.{name}: `{n}` is in neither the workflow's [settings] nor its [secrets]; declare it there first (the value outside any environment)"),
+                    );
+                }
+            }
+            let own = self.config_values(env.settings, env.secrets);
+            let mut overrides = env.steps;
+            let mut env_steps = Vec::with_capacity(steps.len());
+            for step in steps {
+                let mut config = step.config.clone();
+                if let Some(table) = overrides
+                    .remove(&step.id)
+                    .and_then(|o| o.into_inner().config)
+                {
+                    match &mut config {
+                        Value::Object(map) => {
+                            for (k, v) in table {
+                                map.insert(k, serde_json::to_value(v).unwrap_or(Value::Null));
+                            }
+                        }
+                        other => *other = serde_json::to_value(table).unwrap_or(Value::Null),
+                    }
+                }
+                let mut grants = step.grants.clone();
+                for entry in &mut grants.config {
+                    if let Some(v) = own.settings.get(&entry.name) {
+                        entry.value = v.get_ref().clone();
+                        entry.secret = false;
+                    } else if let Some(Some(v)) = own.secrets.get(&entry.name) {
+                        entry.value = v.clone();
+                        entry.secret = true;
+                    }
+                }
+                env_steps.push(EnvironmentStep { config, grants });
+            }
+            for (id, o) in overrides {
+                self.error(
+                    o.span(),
+                    format!("environments.{name}.steps: no step `{id}`"),
+                );
+            }
+            out.insert(name, Environment { steps: env_steps });
+        }
+        out
     }
 
     /// `[settings]` and `[secrets]`: names checked, secrets resolved.

@@ -163,7 +163,9 @@ impl From<Refusal> for HttpError {
                 HttpError::Unavailable(message)
             }
             Refusal::BadJson(e) => HttpError::BadJson(e),
-            Refusal::KeyTooLong(_) => HttpError::BadRequest(message),
+            Refusal::KeyTooLong(_) | Refusal::UnknownEnvironment(_) => {
+                HttpError::BadRequest(message)
+            }
             Refusal::InvalidInput(errors) => HttpError::InvalidInput(errors),
             Refusal::Duplicate(execution_id) => HttpError::Duplicate { execution_id },
         }

@@ -14,6 +14,6 @@ pub use credentials::{check_bearer, check_header, is_credential};
 pub use error::{Busy, HttpError};
 pub use read_token::ReadTokens;
 pub use request::{
-    IDEMPOTENCY_KEY, content_type, drain_refused, header_text, read_body, request_meta,
-    wait_preference,
+    IDEMPOTENCY_KEY, content_type, drain_refused, header_text, query_param, read_body,
+    request_meta, wait_preference,
 };

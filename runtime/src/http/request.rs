@@ -193,6 +193,14 @@ pub fn request_meta(auth: &Auth, parts: &Parts) -> RequestMeta {
     }
 }
 
+/// The first value of query parameter `name`, decoded.
+pub fn query_param(parts: &Parts, name: &str) -> Option<String> {
+    let query = parts.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,6 +131,7 @@ async fn handle(
         user: None,
         wait: http::wait_preference(&parts.headers),
         replay_of: None,
+        environment: http::query_param(parts, "environment"),
     };
     let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
     let outcome = state.intake.accept(workflow, delivery).await?;

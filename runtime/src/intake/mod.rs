@@ -76,6 +76,8 @@ pub struct Delivery {
     pub wait: Wait,
     /// The execution whose event this replays.
     pub replay_of: Option<Uuid>,
+    /// The environment asked for (`?environment=`); `None`: the default.
+    pub environment: Option<String>,
 }
 
 /// How long a sender asked to wait for the result (RFC 7240 `Prefer`),
@@ -144,6 +146,8 @@ pub enum Refusal {
     Duplicate(Uuid),
     #[error("the quota of {quota} is used up; it resets in {retry_after} s")]
     QuotaExceeded { quota: String, retry_after: u64 },
+    #[error("{0}")]
+    UnknownEnvironment(String),
     #[error("the event could not be stored; try again")]
     StoreFailed,
 }
@@ -301,8 +305,12 @@ impl Intake {
             user,
             wait,
             replay_of,
+            environment,
         } = delivery;
         let spec = &workflow.spec;
+        let environment = spec
+            .environment(environment.as_deref())
+            .map_err(Refusal::UnknownEnvironment)?;
         let key = inspect(spec, &event, unparsed_json, key)?;
         let trigger_spec = &spec.trigger;
         let key = key.map(|k| {
@@ -313,6 +321,7 @@ impl Intake {
         let mut execution = new_execution(&workflow, &event, trigger);
         execution.user = user;
         execution.replay_of = replay_of;
+        execution.environment = environment;
         let id = execution.id;
         let (mode, sync_timeout) = wait.resolve(trigger_spec);
         let awaited = mode == Mode::Sync;

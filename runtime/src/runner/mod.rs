@@ -562,7 +562,10 @@ impl Runner {
         let spec = &workflow.spec.steps[index];
         let plugin = &workflow.plugins[index];
         let is_last = index + 1 == workflow.spec.steps.len();
-        let config_text = spec.config.to_string();
+        let (config, grants) = workflow
+            .spec
+            .step_setup(execution.environment.as_deref(), index);
+        let config_text = config.to_string();
         loop {
             let number = execution.steps[index].attempts.len() as u32 + 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -590,7 +593,7 @@ impl Runner {
                 config: &config_text,
                 attempt: number,
                 idempotency_key: format!("{}:{}", execution.id, spec.id),
-                grants: &spec.grants,
+                grants,
                 cancel: Some(cancel),
             };
             // What a crash test counts to find steps that ran twice; also
