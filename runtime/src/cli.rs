@@ -53,25 +53,82 @@ pub enum Command {
     Runs {
         #[command(subcommand)]
         what: Runs,
-        /// The server's address.
-        #[arg(
-            long,
-            global = true,
-            env = "HOOKFLOW_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        url: String,
-        /// The admin token.
-        #[arg(
-            long,
-            global = true,
-            env = "HOOKFLOW_ADMIN_TOKEN",
-            hide_env_values = true
-        )]
-        token: Option<Token>,
-        /// Print the API's JSON instead of a table.
-        #[arg(long, global = true)]
-        json: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Triggers made at runtime, through the API (the admin token from
+    /// `HOOKFLOW_ADMIN_TOKEN`).
+    Triggers {
+        #[command(subcommand)]
+        what: Triggers,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// Where the server of `runs` and `triggers` is, and how to ask it.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKFLOW_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// The admin token.
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKFLOW_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<Token>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Triggers {
+    /// Every trigger made through the API (of one workflow).
+    List {
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// A webhook trigger (its URL and secret are printed, the secret this
+    /// once), or with `--cron`, a cron trigger.
+    Create {
+        workflow: String,
+        /// A cron schedule: five fields, or six with seconds first.
+        #[arg(long)]
+        cron: Option<String>,
+        /// The schedule's IANA time zone (default UTC).
+        #[arg(long, requires = "cron")]
+        timezone: Option<String>,
+        /// `skip` or `run-once`: the slots missed while the server was down.
+        #[arg(long, requires = "cron")]
+        missed: Option<String>,
+        /// Make it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    Enable {
+        id: String,
+    },
+    Disable {
+        id: String,
+    },
+    Delete {
+        id: String,
+    },
+    /// A new secret (printed this once); the old one verifies for
+    /// `--grace` more (default 24h).
+    Rotate {
+        id: String,
+        #[arg(long)]
+        grace: Option<String>,
     },
 }
 

@@ -1,8 +1,9 @@
-//! Cron triggers (`[[triggers]] kind = "cron"`): each fire is an execution
-//! with trigger kind `cron`, its payload saying which slot it is.
+//! Cron triggers (`[[triggers]] kind = "cron"`, and those made through
+//! `/api/v1/triggers`): each fire is an execution with trigger kind `cron`,
+//! its payload saying which slot it is.
 //!
-//! A fire claims the idempotency key `cron:{schedule}:{zone}:{slot}` of
-//! its workflow (kept for the trigger's `idempotency_window`), in the
+//! A fire claims the idempotency key `cron:{schedule}:{zone}:{slot}` (for
+//! a trigger made through the API, `cron:{id}:{slot}`) of its workflow (kept for the trigger's `idempotency_window`), in the
 //! transaction that records it: a slot runs once, even when a restart, a
 //! reload or a second server on the same database would fire it again. The last slot fired is kept per
 //! trigger, so that at start the slots missed while the server was down
@@ -74,9 +75,26 @@ pub fn spawn(state: Arc<AppState>) {
             let registry = state.registry.load_full();
             let now = now_ms();
             let mut seen = Vec::new();
+            // The manifests' cron triggers, then those made through the
+            // API (of workflows loaded): (workflow, schedule, identity,
+            // idempotency key prefix).
+            let mut all: Vec<(&Arc<Workflow>, CronSpec, String, String)> = Vec::new();
             for workflow in registry.workflows() {
                 for cron in &workflow.spec.crons {
                     let key = trigger_key(&workflow.spec.name, cron);
+                    let prefix = format!("cron:{}:{}", cron.pattern, cron.timezone);
+                    all.push((workflow, cron.clone(), key, prefix));
+                }
+            }
+            for (id, name, cron) in state.triggers.crons() {
+                if let Some(workflow) = registry.get(&name) {
+                    let key = format!("{name}\0{id}");
+                    all.push((workflow, cron, key, format!("cron:{id}")));
+                }
+            }
+            for (workflow, cron, key, prefix) in all {
+                let cron = &cron;
+                {
                     seen.push(key.clone());
                     let slot = match due.get(&key) {
                         Some(&slot) => slot,
@@ -85,7 +103,7 @@ pub fn spawn(state: Arc<AppState>) {
                             // says, then wait for the next slot.
                             let last = state.store.cron_last(&key).await.ok().flatten();
                             if let Some(missed) = missed_slot(cron, last, now) {
-                                fire(&state, workflow, cron, &key, missed).await;
+                                fire(&state, workflow, cron, &key, &prefix, missed).await;
                             }
                             let Some(next) = next_slot(cron, now) else {
                                 continue;
@@ -95,7 +113,7 @@ pub fn spawn(state: Arc<AppState>) {
                         }
                     };
                     if slot <= now {
-                        fire(&state, workflow, cron, &key, slot).await;
+                        fire(&state, workflow, cron, &key, &prefix, slot).await;
                         if let Some(next) = next_slot(cron, now) {
                             due.insert(key, next);
                         }
@@ -108,7 +126,14 @@ pub fn spawn(state: Arc<AppState>) {
 }
 
 /// One fire: an execution for `slot`, unless that slot ran already.
-async fn fire(state: &AppState, workflow: &Arc<Workflow>, cron: &CronSpec, key: &str, slot: u64) {
+async fn fire(
+    state: &AppState,
+    workflow: &Arc<Workflow>,
+    cron: &CronSpec,
+    key: &str,
+    prefix: &str,
+    slot: u64,
+) {
     let name = &workflow.spec.name;
     let gate = state.intake.gate(workflow);
     if let Err(refused) = state.intake.admit(workflow, &gate) {
@@ -141,7 +166,7 @@ async fn fire(state: &AppState, workflow: &Arc<Workflow>, cron: &CronSpec, key: 
     let delivery = Delivery {
         event,
         unparsed_json: false,
-        key: KeySource::Given(format!("cron:{}:{}:{slot}", cron.pattern, cron.timezone)),
+        key: KeySource::Given(format!("{prefix}:{slot}")),
         trigger: Trigger::Cron,
         user: None,
         wait: Wait::NoWait,

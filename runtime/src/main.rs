@@ -48,12 +48,13 @@ fn main() -> ExitCode {
             } => new_plugin(&name, &dir, lang),
             Command::RunStep(args) => run_step(*args).await,
             Command::Send(args) => send(args).await,
-            Command::Runs {
-                what,
-                url,
-                token,
-                json,
-            } => hookflow::runs::run(what, &url, token.as_ref(), json).await,
+            Command::Runs { what, server } => {
+                hookflow::operate::runs(what, &server.url, server.token.as_ref(), server.json).await
+            }
+            Command::Triggers { what, server } => {
+                hookflow::operate::triggers(what, &server.url, server.token.as_ref(), server.json)
+                    .await
+            }
         }
     });
     match result {

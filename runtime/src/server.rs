@@ -88,6 +88,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/workflows", get(api::workflows))
         .route("/api/v1/workflows/{name}/rollback", post(api::rollback))
         .route("/api/v1/workflows/{name}/test", post(api::test_run))
+        .route(
+            "/api/v1/triggers",
+            get(api::triggers::list).post(api::triggers::create),
+        )
+        .route(
+            "/api/v1/triggers/{id}",
+            get(api::triggers::get)
+                .patch(api::triggers::update)
+                .delete(api::triggers::delete),
+        )
+        .route(
+            "/api/v1/triggers/{id}/rotate-secret",
+            post(api::triggers::rotate),
+        )
         .route("/api/v1/workflows/{name}/enable", post(api::enable))
         .route("/api/v1/workflows/{name}/disable", post(api::disable))
         .route("/healthz", get(api::healthz))
@@ -150,10 +164,12 @@ impl Server {
             .map(Secret::new)
             .collect();
         let tokens = ReadTokens::new(*store.read_token_key());
+        let triggers = Arc::new(crate::triggers::Triggers::new(store.triggers().await?));
         let progress = runner.progress().clone();
         let state = Arc::new(AppState {
             tokens,
             progress,
+            triggers,
             registry: live,
             reloader,
             store: store.clone(),

@@ -38,6 +38,8 @@ pub struct AppState {
     pub tokens: ReadTokens,
     /// What execution event streams follow.
     pub progress: Progress,
+    /// Triggers made through the API.
+    pub triggers: Arc<crate::triggers::Triggers>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Set once shutdown begins: new requests are refused.

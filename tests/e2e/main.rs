@@ -29,3 +29,4 @@ mod readme;
 mod reload;
 mod run_api;
 mod signatures;
+mod triggers;

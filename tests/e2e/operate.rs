@@ -226,3 +226,105 @@ async fn runs_list_show_and_tail_read_a_running_server() {
     assert_eq!(code, Some(1));
     assert!(err.contains("HTTP 404"), "{err}");
 }
+
+/// `hookflow triggers ARGS` against `base` with the admin token.
+fn triggers(base: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = hookflow()
+        .arg("triggers")
+        .args(args)
+        .env("HOOKFLOW_URL", base)
+        .env("HOOKFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The value after `label` on its line of `out`.
+fn field<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(|v| v.split_whitespace().next().unwrap_or(""))
+        .unwrap_or_else(|| panic!("no `{label}` in:\n{out}"))
+}
+
+#[tokio::test]
+async fn triggers_are_made_and_managed_from_the_command_line() {
+    let work = Workdir::new();
+    work.manifest(
+        "hooked",
+        &one_step("hooked", "async", r#"{ kind = "none" }"#, "echo", "{}"),
+    );
+    let server = work.start();
+    let base = server.base.clone();
+    let deliver = async |url: &str, secret: &str| {
+        server
+            .post(url)
+            .bearer_auth(secret)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    let (code, out, err) = triggers(&base, &["create", "hooked"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (id, url, secret) = (
+        field(&out, "trigger  "),
+        field(&out, "url      "),
+        field(&out, "secret   "),
+    );
+    assert!(out.contains("shown once"), "{out}");
+    assert_eq!(deliver(url, secret).await, 202);
+
+    let (code, out, _) = triggers(&base, &["list", "--workflow", "hooked"]);
+    assert_eq!(code, Some(0));
+    assert!(out.lines().next().unwrap().starts_with("ID"), "{out}");
+    assert!(
+        out.contains(id) && out.contains(url) && !out.contains(secret),
+        "{out}"
+    );
+
+    assert_eq!(triggers(&base, &["disable", id]).0, Some(0));
+    assert_eq!(deliver(url, secret).await, 422);
+    assert_eq!(triggers(&base, &["enable", id]).0, Some(0));
+    assert_eq!(deliver(url, secret).await, 202);
+
+    let (code, out, _) = triggers(&base, &["rotate", id, "--grace", "1h"]);
+    assert_eq!(code, Some(0));
+    let new = field(&out, "secret   ");
+    assert_ne!(new, secret);
+    assert_eq!(deliver(url, secret).await, 202, "within its grace");
+    assert_eq!(deliver(url, new).await, 202);
+
+    let (code, out, _) = triggers(
+        &base,
+        &[
+            "create",
+            "hooked",
+            "--cron",
+            "0 9 * * MON",
+            "--timezone",
+            "Europe/Paris",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    let cron: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(cron["schedule"], "0 9 * * MON");
+    assert_eq!(cron["timezone"], "Europe/Paris");
+
+    assert_eq!(triggers(&base, &["delete", id]).0, Some(0));
+    assert_eq!(deliver(url, new).await, 404);
+    let (code, _, err) = triggers(&base, &["delete", id]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("HTTP 404"), "{err}");
+    let (code, _, err) = triggers(&base, &["create", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no workflow `nope`"), "{err}");
+}

@@ -7,6 +7,7 @@ mod executions;
 mod health;
 mod manage;
 mod run;
+pub mod triggers;
 mod workflows;
 
 pub use events::events;

@@ -49,6 +49,11 @@ pub(super) fn check_route(path: &str) -> Result<(), String> {
     if path == "t" || path.starts_with("t/") {
         return Err("trigger paths under `t/` are reserved for path-token triggers".into());
     }
+    if path == "r" || path.starts_with("r/") {
+        return Err(
+            "trigger paths under `r/` are reserved for triggers made through the API".into(),
+        );
+    }
     Ok(())
 }
 
@@ -62,6 +67,7 @@ mod tests {
         assert!(check_route("a//b").is_err());
         assert!(check_route("a/../b").is_err());
         assert!(check_route("t/abc").is_err());
+        assert!(check_route("r/abc").is_err());
         assert!(check_route("a b").is_err());
     }
 

@@ -229,7 +229,7 @@ pub enum OnDuplicate {
 
 /// What a cron trigger does at start about the slots missed while the
 /// server was down.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Missed {
     /// Nothing: the next slot is the next one due.

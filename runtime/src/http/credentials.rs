@@ -29,7 +29,12 @@ pub fn is_credential(auth: &Auth, name: &str) -> bool {
 
 /// `Authorization: Bearer <token>` with any of `secrets`.
 pub fn check_bearer(secrets: &[Secret], headers: &HeaderMap) -> Result<(), HttpError> {
-    let token = headers
+    verify(secrets, bearer_token(headers)?.as_bytes(), true)
+}
+
+/// The token of `Authorization: Bearer <token>`, or 401.
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, HttpError> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
@@ -39,8 +44,7 @@ pub fn check_bearer(secrets: &[Secret], headers: &HeaderMap) -> Result<(), HttpE
         .ok_or_else(|| HttpError::Unauthorized {
             message: "missing `Authorization: Bearer <token>` header".into(),
             bearer: true,
-        })?;
-    verify(secrets, token.as_bytes(), true)
+        })
 }
 
 /// A token in header `name` (lower case) with any of `secrets`.

@@ -26,6 +26,8 @@ pub enum HttpError {
     },
     #[error("workflow `{0}` is disabled; enable it to accept events")]
     Inactive(String),
+    #[error("trigger `{0}` is disabled; enable it to accept events")]
+    TriggerInactive(String),
     #[error("the body is larger than this endpoint's limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("the body did not arrive within {0:?}")]
@@ -71,7 +73,7 @@ impl HttpError {
             HttpError::Unauthorized { .. } => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             }
-            HttpError::Inactive(_) => (
+            HttpError::Inactive(_) | HttpError::TriggerInactive(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "workflow-inactive",
                 "Workflow inactive",

@@ -10,7 +10,7 @@ mod read_token;
 mod request;
 
 pub use answer::{answer, answer_preferring};
-pub use credentials::{check_bearer, check_header, is_credential};
+pub use credentials::{bearer_token, check_bearer, check_header, is_credential};
 pub use error::{Busy, HttpError};
 pub use read_token::ReadTokens;
 pub use request::{

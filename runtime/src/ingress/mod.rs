@@ -19,10 +19,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::{Auth, Method};
-use crate::execution::Event;
+use crate::execution::{Event, now_ms};
 use crate::http::{self, HttpError};
 use crate::intake::{Delivery, KeySource, Trigger};
 use crate::state::AppState;
+use crate::store::TriggerKind;
 
 /// The handler behind `/hooks/{*path}`.
 pub async fn hook(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -59,10 +60,24 @@ async fn handle(
     let sent = parts.uri.path().strip_prefix("/hooks/").unwrap_or_default();
     let decoded = percent_encoding::percent_decode_str(sent).decode_utf8();
     let path: &str = decoded.as_deref().unwrap_or(sent);
+    // `r/{id}`: a trigger made through the API.
+    let runtime = match path.strip_prefix("r/") {
+        Some(id) => Some(
+            state
+                .triggers
+                .get(id)
+                .filter(|t| t.record.kind == TriggerKind::Webhook)
+                .ok_or_else(|| {
+                    HttpError::NotFound(format!("no trigger is served at /hooks/{path}"))
+                })?,
+        ),
+        None => None,
+    };
     let registry = state.registry.load();
-    let found = match path.strip_prefix("t/") {
-        Some(token) => registry.route_token(token),
-        None => registry.route(path),
+    let found = match (&runtime, path.strip_prefix("t/")) {
+        (Some(t), _) => registry.get(&t.record.workflow),
+        (None, Some(token)) => registry.route_token(token),
+        (None, None) => registry.route(path),
     };
     let workflow = found.cloned().ok_or_else(|| {
         // Never echo a path token back.
@@ -89,10 +104,24 @@ async fn handle(
                 .collect(),
         });
     }
-    auth::check(&trigger.auth, &parts.headers)?;
+    match &runtime {
+        Some(t) => {
+            let token = http::bearer_token(&parts.headers)?;
+            if !crate::triggers::verify(&t.record, token.as_bytes(), now_ms()) {
+                return Err(HttpError::Unauthorized {
+                    message: "the bearer token is not this trigger's".into(),
+                    bearer: true,
+                });
+            }
+            if !t.record.enabled {
+                return Err(HttpError::TriggerInactive(t.record.id.clone()));
+            }
+        }
+        None => auth::check(&trigger.auth, &parts.headers)?,
+    }
     // The workflow's rate limiter and receiving room, looked up once.
     let gate = state.intake.gate(&workflow);
-    let signed = trigger.auth.needs_body();
+    let signed = runtime.is_none() && trigger.auth.needs_body();
     if !signed {
         state.intake.admit(&workflow, &gate)?;
     }

@@ -30,8 +30,10 @@ mod kv;
 mod retention;
 mod switches;
 mod tables;
+mod triggers;
 mod versions;
 
+pub use triggers::{StoredSecret, TriggerKind, TriggerRecord};
 pub use versions::{Kept, KeptVersion, Pin};
 
 use std::path::{Path, PathBuf};
@@ -309,6 +311,8 @@ impl Store {
             txn.open_table(switches::SWITCHES)
                 .map_err(|e| open_err(e.to_string()))?;
             txn.open_table(cron::CRON_LAST)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(triggers::TRIGGERS)
                 .map_err(|e| open_err(e.to_string()))?;
         }
         build_status_index(&txn).map_err(|e| open_err(e.to_string()))?;

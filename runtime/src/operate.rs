@@ -1,5 +1,6 @@
-//! `hookflow runs list|show|tail`: the executions API of a running server,
-//! as tables for people and as the API's JSON for scripts (`--json`).
+//! `hookflow runs ...` and `hookflow triggers ...`: the executions and
+//! triggers API of a running server, as tables for people and as the
+//! API's JSON for scripts (`--json`), with the admin token.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::Value;
 
-use crate::cli::{Runs, Token};
+use crate::cli::{Runs, Token, Triggers};
 use crate::client::{call, follow};
 
 /// Percent-encodes a query value.
@@ -56,20 +57,25 @@ fn text(v: &Value) -> String {
     v.as_str().map_or_else(|| "-".into(), str::to_string)
 }
 
+/// The `Authorization` header of the admin token.
+fn admin(token: Option<&Token>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(token) = token else {
+        bail!("set HOOKFLOW_ADMIN_TOKEN (or --token) to the server's admin token");
+    };
+    Ok(vec![(
+        "authorization".to_string(),
+        format!("Bearer {}", token.expose()),
+    )])
+}
+
 /// Runs `hookflow runs ...` against `url`.
-pub async fn run(
+pub async fn runs(
     what: Runs,
     url: &str,
     token: Option<&Token>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let Some(token) = token else {
-        bail!("set HOOKFLOW_ADMIN_TOKEN (or --token) to the server's admin token");
-    };
-    let auth = vec![(
-        "authorization".to_string(),
-        format!("Bearer {}", token.expose()),
-    )];
+    let auth = admin(token)?;
     let get = async |path: String| -> anyhow::Result<Value> {
         let answer = call(url, http::Method::GET, &path, &auth, Vec::new()).await?;
         if answer.status != 200 {
@@ -182,6 +188,140 @@ pub async fn run(
             })
             .await?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `hookflow triggers ...` against `url`.
+pub async fn triggers(
+    what: Triggers,
+    url: &str,
+    token: Option<&Token>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut headers = admin(token)?;
+    headers.push(("content-type".into(), "application/json".into()));
+    let send = async |method: http::Method, path: String, body: Option<Value>| {
+        let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let answer = call(url, method, &path, &headers, body).await?;
+        if !(200..300).contains(&answer.status) {
+            bail!("HTTP {}: {}", answer.status, answer.body);
+        }
+        anyhow::Ok(serde_json::from_str::<Value>(&answer.body).unwrap_or(Value::Null))
+    };
+    let one = |t: &Value| {
+        let mut lines = vec![
+            format!("trigger  {}", text(&t["id"])),
+            format!("workflow {}", text(&t["workflow"])),
+            format!("kind     {}", text(&t["kind"])),
+            format!("enabled  {}", t["enabled"]),
+        ];
+        if let Some(url) = t["url"].as_str() {
+            lines.push(format!("url      {url}"));
+        }
+        if let Some(schedule) = t["schedule"].as_str() {
+            lines.push(format!("schedule {schedule} ({})", text(&t["timezone"])));
+        }
+        if let Some(secret) = t["secret"].as_str() {
+            lines.push(format!("secret   {secret}   (shown once: keep it now)"));
+        }
+        lines.join("\n")
+    };
+    let shown = match what {
+        Triggers::List { workflow } => {
+            let query = workflow.map_or_else(String::new, |w| format!("?workflow={}", encode(&w)));
+            let all = send(http::Method::GET, format!("/api/v1/triggers{query}"), None).await?;
+            if json {
+                println!("{all}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut rows = vec![
+                ["ID", "WORKFLOW", "KIND", "ENABLED", "URL OR SCHEDULE"]
+                    .map(String::from)
+                    .to_vec(),
+            ];
+            for t in all["triggers"].as_array().into_iter().flatten() {
+                let target = t["url"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| {
+                        t["schedule"]
+                            .as_str()
+                            .map(|s| format!("{s} ({})", text(&t["timezone"])))
+                    })
+                    .unwrap_or_default();
+                rows.push(vec![
+                    text(&t["id"]),
+                    text(&t["workflow"]),
+                    text(&t["kind"]),
+                    t["enabled"].to_string(),
+                    target,
+                ]);
+            }
+            print!("{}", table(&rows));
+            return Ok(ExitCode::SUCCESS);
+        }
+        Triggers::Create {
+            workflow,
+            cron,
+            timezone,
+            missed,
+            disabled,
+        } => {
+            let mut body = serde_json::json!({"workflow": workflow, "enabled": !disabled});
+            match cron {
+                Some(schedule) => {
+                    body["kind"] = "cron".into();
+                    body["schedule"] = schedule.into();
+                    body["timezone"] = timezone.unwrap_or_else(|| "UTC".into()).into();
+                    if let Some(m) = missed {
+                        body["missed"] = m.into();
+                    }
+                }
+                None => body["kind"] = "webhook".into(),
+            }
+            send(http::Method::POST, "/api/v1/triggers".into(), Some(body)).await?
+        }
+        Triggers::Enable { id } => {
+            let path = format!("/api/v1/triggers/{}", encode(&id));
+            send(
+                http::Method::PATCH,
+                path,
+                Some(serde_json::json!({"enabled": true})),
+            )
+            .await?
+        }
+        Triggers::Disable { id } => {
+            let path = format!("/api/v1/triggers/{}", encode(&id));
+            send(
+                http::Method::PATCH,
+                path,
+                Some(serde_json::json!({"enabled": false})),
+            )
+            .await?
+        }
+        Triggers::Delete { id } => {
+            send(
+                http::Method::DELETE,
+                format!("/api/v1/triggers/{}", encode(&id)),
+                None,
+            )
+            .await?;
+            if !json {
+                println!("deleted {id}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Triggers::Rotate { id, grace } => {
+            let body = grace.map(|g| serde_json::json!({"grace": g}));
+            let path = format!("/api/v1/triggers/{}/rotate-secret", encode(&id));
+            send(http::Method::POST, path, body).await?
+        }
+    };
+    if json {
+        println!("{shown}");
+    } else {
+        println!("{}", one(&shown));
     }
     Ok(ExitCode::SUCCESS)
 }
