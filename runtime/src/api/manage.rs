@@ -180,15 +180,7 @@ pub async fn test_run(
 ) -> Result<Response, HttpError> {
     require_admin(&state, req.headers())?;
     let _in_flight = state.admit_request()?;
-    let workflow = state
-        .registry
-        .load()
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| HttpError::NotFound(format!("no workflow `{name}`")))?;
-    state
-        .intake
-        .admit(&workflow, &state.intake.gate(&workflow))?;
+    let workflow = super::admitted(&state, &name)?;
     let (parts, body) = req.into_parts();
     let body = http::read_body(body, MAX_TEST_BODY, state.body_timeout).await?;
     let request = http::request_meta(&workflow.spec.trigger.auth, &parts);

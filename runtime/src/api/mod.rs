@@ -54,6 +54,24 @@ fn require_reader(
     }
 }
 
+/// Workflow `name` as served, once it admits another event (enabled,
+/// within its rate, room in the queue).
+fn admitted(
+    state: &AppState,
+    name: &str,
+) -> Result<std::sync::Arc<crate::registry::Workflow>, HttpError> {
+    let workflow = state
+        .registry
+        .load()
+        .get(name)
+        .cloned()
+        .ok_or_else(|| HttpError::NotFound(format!("no workflow `{name}`")))?;
+    state
+        .intake
+        .admit(&workflow, &state.intake.gate(&workflow))?;
+    Ok(workflow)
+}
+
 /// The admin bearer token, or 401 (also when the API is off).
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
     let Some(secret) = &state.admin_token else {

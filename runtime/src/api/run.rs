@@ -56,15 +56,7 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
     let name = run.workflow.or(run.workflow_id).ok_or_else(|| {
         HttpError::BadRequest("name the workflow: `workflow` or `workflow_id`".into())
     })?;
-    let workflow = state
-        .registry
-        .load()
-        .get(&name)
-        .cloned()
-        .ok_or_else(|| HttpError::NotFound(format!("no workflow `{name}`")))?;
-    state
-        .intake
-        .admit(&workflow, &state.intake.gate(&workflow))?;
+    let workflow = super::admitted(state, &name)?;
 
     let data = run
         .data

@@ -56,6 +56,18 @@ fn view(live: &Live) -> Value {
     v
 }
 
+/// Keeps `live` in the store, then serves it (the caller holds
+/// `changing`).
+async fn save(state: &AppState, live: &Live) -> Result<(), HttpError> {
+    state
+        .store
+        .put_trigger(&live.record)
+        .await
+        .map_err(store_failed)?;
+    state.triggers.put(live.clone());
+    Ok(())
+}
+
 fn store_failed(_: crate::store::StoreError) -> HttpError {
     HttpError::Unavailable("the change could not be stored; try again".into())
 }
@@ -172,12 +184,7 @@ pub async fn create(
     }
     let live = Live::new(record).map_err(HttpError::BadRequest)?;
     let _one = state.triggers.changing.lock().await;
-    state
-        .store
-        .put_trigger(&live.record)
-        .await
-        .map_err(store_failed)?;
-    state.triggers.put(live.clone());
+    save(&state, &live).await?;
     let mut shown = view(&live);
     if let Some(secret) = secret {
         shown["secret"] = json!(secret);
@@ -203,12 +210,7 @@ pub async fn update(
     let _one = state.triggers.changing.lock().await;
     let mut live = state.triggers.get(&id).ok_or_else(|| not_found(&id))?;
     live.record.enabled = change.enabled;
-    state
-        .store
-        .put_trigger(&live.record)
-        .await
-        .map_err(store_failed)?;
-    state.triggers.put(live.clone());
+    save(&state, &live).await?;
     Ok(Json(view(&live)))
 }
 
@@ -279,12 +281,7 @@ pub async fn rotate(
     }
     let (plain, kept) = new_secret(now);
     live.record.secrets.push(kept);
-    state
-        .store
-        .put_trigger(&live.record)
-        .await
-        .map_err(store_failed)?;
-    state.triggers.put(live.clone());
+    save(&state, &live).await?;
     let mut shown = view(&live);
     shown["secret"] = json!(plain);
     Ok(Json(shown))
