@@ -11,7 +11,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::extract::ConnectInfo;
-use axum::routing::{any, get, post};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt as _;
 
+use crate::api;
 use crate::cli::Token;
 use crate::config::{Auth, Diagnostic, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
@@ -32,7 +32,6 @@ use crate::registry::{Loader, Registry};
 use crate::runner::{self, Runner};
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
-use crate::{api, ingress};
 
 /// What `hookflow serve` runs with. Its tokens print as `<redacted>`.
 #[derive(Debug, Clone)]
@@ -75,38 +74,13 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
-/// The whole HTTP surface; tests may call it without a socket.
+/// The whole HTTP surface; tests may call it without a socket. Built from
+/// the handlers' OpenAPI annotations (`api::openapi::routes`), so
+/// `/api/v1/openapi.json` lists exactly what it serves.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/hooks/{*path}", any(ingress::hook))
-        .route("/api/v1/run", post(api::run))
-        .route("/api/v1/executions", get(api::executions))
-        .route("/api/v1/executions/{id}", get(api::execution))
-        .route("/api/v1/executions/{id}/events", get(api::events))
-        .route("/api/v1/executions/{id}/cancel", post(api::cancel))
-        .route("/api/v1/executions/{id}/replay", post(api::replay))
-        .route("/api/v1/workflows", get(api::workflows))
-        .route("/api/v1/workflows/{name}/rollback", post(api::rollback))
-        .route("/api/v1/workflows/{name}/test", post(api::test_run))
-        .route(
-            "/api/v1/triggers",
-            get(api::triggers::list).post(api::triggers::create),
-        )
-        .route(
-            "/api/v1/triggers/{id}",
-            get(api::triggers::get)
-                .patch(api::triggers::update)
-                .delete(api::triggers::delete),
-        )
-        .route(
-            "/api/v1/triggers/{id}/rotate-secret",
-            post(api::triggers::rotate),
-        )
-        .route("/api/v1/workflows/{name}/enable", post(api::enable))
-        .route("/api/v1/workflows/{name}/disable", post(api::disable))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/metrics", get(api::metrics))
+    let (routes, api) = api::openapi::routes().split_for_parts();
+    api::openapi::keep(api);
+    routes
         .fallback(|| async { HttpError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn(crate::observe::requests))
         .with_state(state)

@@ -22,6 +22,7 @@ mod javascript;
 mod limits;
 mod manage;
 mod observe;
+mod openapi;
 mod operate;
 mod python;
 mod quotas;

@@ -22,6 +22,7 @@ use crate::http::HttpError;
 use crate::runner::progress::{self, Change, Notice, ProgressEvent};
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/api/v1/executions/{id}/events", tag = "executions", params(("id" = String, Path), ("token" = Option<String>, Query, description = "the read token of the execution, instead of the admin token"), ("Last-Event-ID" = Option<String>, Header)), responses((status = 200, description = "Server-Sent Events until `finished`"), (status = 401, description = "no token for it"), (status = 404, description = "no such execution")), security(("admin" = [])))]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -21,6 +21,7 @@ const MAX_LIMIT: usize = 500;
 
 /// `GET /api/v1/executions/{id}`: the whole record, with the payload; with
 /// the admin token or the execution's read token (`?token=`).
+#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = String, Path), ("token" = Option<String>, Query, description = "the read token of the execution, instead of the admin token")), responses((status = 200, description = "the record"), (status = 401, description = "no token for it"), (status = 404, description = "no such execution")), security(("admin" = [])))]
 pub async fn execution(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -126,6 +127,7 @@ pub struct Page {
 /// `GET /api/v1/executions?workflow=&status=&trigger=&user=&since=&until=&limit=&cursor=`,
 /// newest first. Paging walks back from the cursor, so executions that
 /// arrive meanwhile (newer) neither repeat nor hide older ones.
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query), ("trigger" = Option<String>, Query), ("user" = Option<String>, Query), ("since" = Option<String>, Query, description = "ms since the epoch or RFC 3339"), ("until" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before")), responses((status = 200, description = "a page, newest first"), (status = 400, description = "a bad filter"), (status = 401, description = "no admin token")), security(("admin" = [])))]
 pub async fn executions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -15,12 +15,14 @@ use crate::state::AppState;
 use crate::store::DATABASE_BYTES;
 
 /// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: `200` while the server takes new events, `503` while it
 /// shuts down or while its last database commit failed.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
     let reason = if state.draining.load(Ordering::Relaxed) {
         Some("shutting down")
@@ -39,6 +41,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 }
 
 /// `GET /metrics`: counters and gauges in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let size = state.store.file_size();
     metrics::gauge!(DATABASE_BYTES).set(size as f64);

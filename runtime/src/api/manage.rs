@@ -50,6 +50,7 @@ fn ended(execution: &Execution) -> Value {
 /// once inside a host call), the steps after it never run. `200` with the
 /// final state once it has stopped; `202` if it has not within 10 s; `409`
 /// when it had already ended.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", tag = "executions", params(("id" = String, Path, description = "the execution id")), responses((status = 200, description = "cancelled"), (status = 202, description = "not stopped within 10 s"), (status = 404, description = "no such execution"), (status = 409, description = "already ended")), security(("admin" = [])))]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -124,6 +125,7 @@ pub async fn cancel(
 /// the workflow as loaded now, as a new execution (`trigger: "replay"`,
 /// `replay_of` the original). Admission, typed input and `Prefer` apply as
 /// for a webhook; no idempotency key does. The answers are a webhook's.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/replay", tag = "executions", params(("id" = String, Path, description = "the execution id")), responses((status = 200, description = "a sync workflow finished"), (status = 202, description = "recorded"), (status = 404, description = "no such execution or workflow")), security(("admin" = [])))]
 pub async fn replay(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -173,6 +175,7 @@ pub async fn replay(
 /// `trigger: "test"`.
 /// The webhook's auth does not apply (the admin token is the credential);
 /// everything else does, and the answers are a webhook's.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/test", tag = "workflows", params(("name" = String, Path), ("environment" = Option<String>, Query)), request_body(content = Object, description = "the test payload", example = json!({"order": 42})), responses((status = 200, description = "a sync workflow finished"), (status = 202, description = "recorded"), (status = 400, description = "not JSON"), (status = 404, description = "no such workflow")), security(("admin" = [])))]
 pub async fn test_run(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,

@@ -2,20 +2,14 @@
 //! observe executions and workflows behind the admin token; plus `/healthz`, `/readyz` and
 //! `/metrics`.
 
-mod events;
-mod executions;
-mod health;
-mod manage;
-mod run;
+pub mod events;
+pub mod executions;
+pub mod health;
+pub mod manage;
+pub mod openapi;
+pub mod run;
 pub mod triggers;
-mod workflows;
-
-pub use events::events;
-pub use executions::{execution, executions};
-pub use health::{healthz, metrics, readyz};
-pub use manage::{cancel, replay, test_run};
-pub use run::run;
-pub use workflows::{disable, enable, rollback, workflows};
+pub mod workflows;
 
 use axum::http::HeaderMap;
 use serde::Deserialize;

@@ -36,6 +36,7 @@ struct RunBody {
     data: Option<Box<RawValue>>,
 }
 
+#[utoipa::path(post, path = "/api/v1/run", tag = "run", request_body(content = Object, description = "`{workflow | workflow_id, user?, environment?, data}`", example = json!({"workflow": "orders", "user": "u1", "data": {"order": 42}})), responses((status = 200, description = "a sync workflow finished"), (status = 202, description = "recorded"), (status = 401, description = "no API token"), (status = 404, description = "no such workflow")), security(("api" = [])))]
 pub async fn run(State(state): State<Arc<AppState>>, req: Request) -> Response {
     match handle(&state, req).await {
         Ok(r) => r,

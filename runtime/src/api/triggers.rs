@@ -83,6 +83,7 @@ pub struct ListQuery {
 }
 
 /// `GET /api/v1/triggers?workflow=`.
+#[utoipa::path(get, path = "/api/v1/triggers", tag = "triggers", params(("workflow" = Option<String>, Query)), responses((status = 200, description = "the triggers")), security(("admin" = [])))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -97,6 +98,7 @@ pub async fn list(
 }
 
 /// `GET /api/v1/triggers/{id}`.
+#[utoipa::path(get, path = "/api/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path, description = "the trigger id")), responses((status = 200, description = "the trigger"), (status = 404, description = "no such trigger")), security(("admin" = [])))]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -133,6 +135,7 @@ fn body<T: serde::de::DeserializeOwned>(
 /// `POST /api/v1/triggers` `{workflow, kind: "webhook"}` or `{workflow,
 /// kind: "cron", schedule, timezone?, missed?}`: `201` with the trigger;
 /// a webhook trigger's `url` and `secret`, the secret this once.
+#[utoipa::path(post, path = "/api/v1/triggers", tag = "triggers", request_body(content = Object, description = "`{workflow, kind: webhook}` or `{workflow, kind: cron, schedule, timezone?, missed?}`", example = json!({"workflow": "orders", "kind": "webhook"})), responses((status = 201, description = "made; a webhook trigger has its `url` and `secret` (shown once)"), (status = 400, description = "a bad trigger"), (status = 404, description = "no such workflow")), security(("admin" = [])))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -199,6 +202,7 @@ pub struct Change {
 }
 
 /// `PATCH /api/v1/triggers/{id}` `{enabled}`.
+#[utoipa::path(patch, path = "/api/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path, description = "the trigger id")), request_body(content = Object, description = "`{enabled}`", example = json!({"enabled": false})), responses((status = 200, description = "the trigger"), (status = 404, description = "no such trigger")), security(("admin" = [])))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -215,6 +219,7 @@ pub async fn update(
 }
 
 /// `DELETE /api/v1/triggers/{id}`: `204`.
+#[utoipa::path(delete, path = "/api/v1/triggers/{id}", tag = "triggers", params(("id" = String, Path, description = "the trigger id")), responses((status = 204, description = "deleted"), (status = 404, description = "no such trigger")), security(("admin" = [])))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -244,6 +249,7 @@ pub struct Rotate {
 /// `POST /api/v1/triggers/{id}/rotate-secret` `{grace?}`: a new secret
 /// (shown this once); the ones in force verify for `grace` more (default
 /// 24 h), then stop.
+#[utoipa::path(post, path = "/api/v1/triggers/{id}/rotate-secret", tag = "triggers", params(("id" = String, Path, description = "the trigger id")), request_body(content = Object, description = "`{grace?}`", example = json!({"grace": "24h"})), responses((status = 200, description = "the new secret (shown once)"), (status = 404, description = "no such trigger"), (status = 409, description = "not a webhook trigger")), security(("admin" = [])))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

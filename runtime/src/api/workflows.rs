@@ -21,6 +21,7 @@ use crate::state::AppState;
 /// current content has problems, `failed`: nothing serves), the version
 /// serving (name, path, mode, version digest, plugin digests, when it was
 /// loaded) and the problems, each with `file:line`.
+#[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", responses((status = 200, description = "every manifest file with its load state"), (status = 401, description = "no admin token")), security(("admin" = [])))]
 pub async fn workflows(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -72,6 +73,7 @@ pub async fn workflows(
 /// before the one serving, until the workflow's files change; `200` with
 /// the version now serving, `404` for a workflow not loaded, `409` when no
 /// earlier version is kept or it cannot serve any more.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/rollback", tag = "workflows", params(("name" = String, Path, description = "the workflow name")), responses((status = 200, description = "the version now serving"), (status = 404, description = "no such workflow"), (status = 409, description = "no earlier version")), security(("admin" = [])))]
 pub async fn rollback(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -94,6 +96,7 @@ pub async fn rollback(
 }
 
 /// `POST /api/v1/workflows/{name}/enable`.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/enable", tag = "workflows", params(("name" = String, Path, description = "the workflow name")), responses((status = 200, description = "enabled"), (status = 404, description = "no such workflow")), security(("admin" = [])))]
 pub async fn enable(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -103,6 +106,7 @@ pub async fn enable(
 }
 
 /// `POST /api/v1/workflows/{name}/disable`.
+#[utoipa::path(post, path = "/api/v1/workflows/{name}/disable", tag = "workflows", params(("name" = String, Path, description = "the workflow name")), responses((status = 200, description = "disabled"), (status = 404, description = "no such workflow")), security(("admin" = [])))]
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -26,6 +26,7 @@ use crate::state::AppState;
 use crate::store::TriggerKind;
 
 /// The handler behind `/hooks/{*path}`.
+#[utoipa::path(method(get, post, put, patch, delete), path = "/hooks/{*path}", tag = "webhooks", params(("path" = String, Path, description = "the trigger path, `t/{token}` or `r/{trigger id}`")), request_body(content = Object, description = "the event, as the sender sends it", example = json!({"order": 42})), responses((status = 200, description = "a sync workflow finished"), (status = 202, description = "recorded; `status_url` and `stream_url` follow it"), (status = 401, description = "credentials or signature refused"), (status = 404, description = "no workflow served there"), (status = 413, description = "body too large"), (status = 422, description = "disabled, or invalid input"), (status = 429, description = "rate limit or quota"), (status = 503, description = "shedding load")))]
 pub async fn hook(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let mut body = Some(body);
