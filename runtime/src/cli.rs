@@ -175,6 +175,10 @@ pub struct SendArgs {
     /// The body's content type.
     #[arg(long, default_value = "application/json")]
     pub content_type: String,
+    /// Which of the workflow's webhook triggers to send to, by its path
+    /// (`[[triggers]]`); default its `[trigger]`.
+    #[arg(long)]
+    pub path: Option<String>,
     /// The delivery id (`webhook-id`, `X-GitHub-Delivery`); default a new
     /// one. The same id twice is the same delivery (idempotency).
     #[arg(long)]

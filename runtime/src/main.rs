@@ -152,7 +152,16 @@ async fn send(args: hookflow::cli::SendArgs) -> anyhow::Result<ExitCode> {
     let id = args
         .id
         .unwrap_or_else(|| format!("msg_{}", uuid::Uuid::now_v7().simple()));
-    let signed = hookflow::client::sign(&spec.trigger, &body, std::time::SystemTime::now(), &id)?;
+    let trigger = match args.path.as_deref() {
+        None => &spec.trigger,
+        Some(path) => spec.hook_at(path).with_context(|| {
+            format!(
+                "workflow `{}` has no webhook trigger at `{path}`",
+                spec.name
+            )
+        })?,
+    };
+    let signed = hookflow::client::sign(trigger, &body, std::time::SystemTime::now(), &id)?;
     let answer =
         hookflow::client::post(&args.url, &signed, &args.content_type, &args.headers, body).await?;
     println!("HTTP {}", answer.status);

@@ -324,27 +324,32 @@ pub fn describe_routes(registry: &Registry, base: &str) -> Vec<String> {
     registry
         .workflows()
         .flat_map(|w| {
-            let t = &w.spec.trigger;
-            let methods: Vec<_> = t.methods.iter().map(|m| m.as_str()).collect();
-            let mode = t.mode.as_str();
             let state = if w.spec.enabled { "" } else { ", disabled" };
-            // A path token is a secret: never printed.
-            let path = match t.auth {
-                Auth::PathToken { .. } => "t/<token>",
-                _ => t.path.as_str(),
-            };
-            let hook = format!(
-                "  {} {base}/hooks/{path} -> {} ({mode}{state})",
-                methods.join("|"),
-                w.spec.name
-            );
+            let hooks: Vec<String> = w
+                .spec
+                .hooks()
+                .map(|t| {
+                    let methods: Vec<_> = t.methods.iter().map(|m| m.as_str()).collect();
+                    let mode = t.mode.as_str();
+                    // A path token is a secret: never printed.
+                    let path = match t.auth {
+                        Auth::PathToken { .. } => "t/<token>",
+                        _ => t.path.as_str(),
+                    };
+                    format!(
+                        "  {} {base}/hooks/{path} -> {} ({mode}{state})",
+                        methods.join("|"),
+                        w.spec.name
+                    )
+                })
+                .collect();
             let crons = w.spec.crons.iter().map(move |c| {
                 format!(
                     "  cron \"{}\" ({}) -> {}{state}",
                     c.pattern, c.timezone, w.spec.name
                 )
             });
-            std::iter::once(hook).chain(crons)
+            hooks.into_iter().chain(crons)
         })
         .collect()
 }

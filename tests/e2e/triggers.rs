@@ -248,3 +248,144 @@ async fn a_cron_trigger_made_through_the_api_fires_until_deleted() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(count().await, after_delete, "fired after it was deleted");
 }
+
+/// `X-Hub-Signature-256` of `body` under `secret`.
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn a_manifest_serves_one_workflow_from_several_webhook_triggers() {
+    let work = Workdir::new();
+    let manifest = r#"
+[trigger]
+path = "orders/in"
+mode = "sync"
+auth = { kind = "bearer", secrets = ["file:tok"] }
+
+[[triggers]]
+kind = "webhook"
+path = "orders/github"
+auth = { kind = "github", secrets = ["file:gh"] }
+
+[[triggers]]
+kind = "webhook"
+auth = { kind = "path-token", secrets = ["file:pt"] }
+
+[[triggers]]
+kind = "webhook"
+path = "orders/ping"
+methods = ["GET"]
+auth = { kind = "none" }
+
+[[steps]]
+plugin = "plugins/echo.wasm"
+"#;
+    let token = "a-path-token-of-enough-length";
+    work.file("tok", "bearer-secret")
+        .file("gh", "github-secret")
+        .file("pt", token)
+        .manifest("orders", manifest);
+    let server = work.start();
+    let body = br#"{"n":1}"#.to_vec();
+    let post = |path: &str| {
+        server
+            .post(path)
+            .header("content-type", "application/json")
+            .body(body.clone())
+    };
+
+    // Each trigger with its own auth; the workflow's mode (sync) for all.
+    let r = post("/hooks/orders/in")
+        .bearer_auth("bearer-secret")
+        .go()
+        .await;
+    assert_eq!(r.status(), 200);
+    let signed = github_signature("github-secret", &body);
+    let r = post("/hooks/orders/github")
+        .header("x-hub-signature-256", &signed)
+        .go()
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = post(&format!("/hooks/t/{token}")).go().await;
+    assert_eq!(r.status(), 200);
+    let r = server
+        .client
+        .get(server.url("/hooks/orders/ping"))
+        .go()
+        .await;
+    assert_eq!(r.status(), 200);
+    // ... and not another's.
+    let r = post("/hooks/orders/github")
+        .bearer_auth("bearer-secret")
+        .go()
+        .await;
+    error_body(r, 401, "unauthorized").await;
+    let r = post("/hooks/orders/in")
+        .header("x-hub-signature-256", &signed)
+        .go()
+        .await;
+    error_body(r, 401, "unauthorized").await;
+    let r = post("/hooks/orders/ping").go().await;
+    assert_eq!(r.status(), 405);
+    let (_, page) = server.api("/api/v1/executions?workflow=orders").await;
+    assert_eq!(page["executions"].as_array().unwrap().len(), 4);
+    // `hookflow send --path` signs for the trigger at that path.
+    let out = crate::support::hookflow()
+        .args([
+            "send",
+            "orders",
+            "--path",
+            "orders/github",
+            "--url",
+            &server.base,
+        ])
+        .arg("--dir")
+        .arg(work.dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("HTTP 200"), "{stdout}");
+
+    // A path served twice (here, or by another workflow) is refused.
+    work.manifest(
+        "other",
+        &one_step(
+            "orders/github",
+            "async",
+            r#"{ kind = "none" }"#,
+            "echo",
+            "{}",
+        ),
+    );
+    let out = crate::support::hookflow()
+        .arg("check")
+        .arg(work.dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("trigger path `orders/github` is also served by"),
+        "{stdout}"
+    );
+    std::fs::remove_file(work.dir().join("other.toml")).unwrap();
+    work.manifest(
+        "orders",
+        &manifest.replace("path = \"orders/ping\"", "path = \"orders/in\""),
+    );
+    let out = crate::support::hookflow()
+        .arg("check")
+        .arg(work.dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("trigger path `orders/in` is served twice by this workflow"),
+        "{stdout}"
+    );
+}

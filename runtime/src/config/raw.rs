@@ -83,6 +83,14 @@ pub(super) struct RawTrigger {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub(super) enum RawMoreTrigger {
+    /// Another webhook: its own path, methods, body limit and auth; the
+    /// rest is the `[trigger]`'s.
+    Webhook {
+        path: Option<String>,
+        methods: Option<Vec<Method>>,
+        max_body: Option<String>,
+        auth: Option<RawAuth>,
+    },
     Cron {
         schedule: String,
         #[serde(default = "utc")]

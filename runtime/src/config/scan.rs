@@ -51,11 +51,8 @@ pub fn load_dir(dir: &Path) -> (Vec<WorkflowSpec>, Vec<Diagnostic>) {
     let mut paths: HashMap<&str, Vec<&Path>> = HashMap::new();
     for spec in &specs {
         names.entry(&spec.name).or_default().push(&spec.file);
-        if !spec.trigger.path.is_empty() {
-            paths
-                .entry(&spec.trigger.path)
-                .or_default()
-                .push(&spec.file);
+        for hook in spec.hooks().filter(|t| !t.path.is_empty()) {
+            paths.entry(&hook.path).or_default().push(&spec.file);
         }
     }
     let others = |claims: &HashMap<&str, Vec<&Path>>, key: &str, me: &Path| -> Vec<String> {
@@ -70,7 +67,12 @@ pub fn load_dir(dir: &Path) -> (Vec<WorkflowSpec>, Vec<Diagnostic>) {
     let mut refused = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         let by_name = others(&names, &spec.name, &spec.file);
-        let by_path = others(&paths, &spec.trigger.path, &spec.file);
+        let (shared, by_path) = spec
+            .hooks()
+            .filter(|t| !t.path.is_empty())
+            .map(|t| (t.path.as_str(), others(&paths, &t.path, &spec.file)))
+            .find(|(_, by)| !by.is_empty())
+            .unwrap_or_default();
         if !by_name.is_empty() {
             problems.push(Diagnostic {
                 file: spec.file.clone(),
@@ -87,8 +89,7 @@ pub fn load_dir(dir: &Path) -> (Vec<WorkflowSpec>, Vec<Diagnostic>) {
                 file: spec.file.clone(),
                 line: Some(spec.path_line),
                 message: format!(
-                    "trigger path `{}` is also served by {}: neither is loaded",
-                    spec.trigger.path,
+                    "trigger path `{shared}` is also served by {}: neither is loaded",
                     by_path.join(", ")
                 ),
             });

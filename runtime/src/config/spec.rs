@@ -26,6 +26,10 @@ pub struct WorkflowSpec {
     pub name_line: usize,
     pub path_line: usize,
     pub trigger: TriggerSpec,
+    /// More webhook triggers (`[[triggers]] kind = "webhook"`), each with
+    /// the `[trigger]`'s mode, `sync_timeout`, `on_duplicate` and
+    /// `idempotency_window`.
+    pub webhooks: Vec<TriggerSpec>,
     /// Cron triggers (`[[triggers]] kind = "cron"`).
     pub crons: Vec<CronSpec>,
     pub steps: Vec<StepSpec>,
@@ -54,6 +58,34 @@ pub struct Environment {
 }
 
 impl WorkflowSpec {
+    /// Every webhook trigger: `[trigger]`, then `[[triggers]]` of kind
+    /// `webhook`.
+    pub fn hooks(&self) -> impl Iterator<Item = &TriggerSpec> {
+        std::iter::once(&self.trigger).chain(&self.webhooks)
+    }
+
+    /// The webhook trigger served at `/hooks/{path}`.
+    pub fn hook_at(&self, path: &str) -> Option<&TriggerSpec> {
+        self.hooks().find(|t| !t.path.is_empty() && t.path == path)
+    }
+
+    /// The path-token trigger whose token is `token` (compared with every
+    /// token, each in constant time).
+    pub fn hook_for_token(&self, token: &str) -> Option<&TriggerSpec> {
+        let mut found = None;
+        for t in self.hooks() {
+            if let Auth::PathToken { secrets } = &t.auth {
+                let matched = secrets
+                    .iter()
+                    .fold(false, |m, s| s.matches(token.as_bytes()) | m);
+                if matched && found.is_none() {
+                    found = Some(t);
+                }
+            }
+        }
+        found
+    }
+
     /// The environment a request asking for `asked` runs in: that one, or
     /// the default. `Err` names the environments there are.
     pub fn environment(&self, asked: Option<&str>) -> Result<Option<String>, String> {

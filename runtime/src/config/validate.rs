@@ -68,9 +68,44 @@ impl Checker<'_> {
         );
         let trigger = self.trigger(raw.trigger.into_inner(), trigger_span);
         let mut crons = Vec::new();
+        let mut webhooks: Vec<TriggerSpec> = Vec::new();
         for more in raw.triggers {
             let span = more.span();
             match more.into_inner() {
+                RawMoreTrigger::Webhook {
+                    path,
+                    methods,
+                    max_body,
+                    auth,
+                } => {
+                    let at = |v| Spanned::new(span.clone(), v);
+                    let raw = RawTrigger {
+                        path: path.map(at),
+                        methods: methods.map(|m| Spanned::new(span.clone(), m)),
+                        mode: trigger.mode,
+                        sync_timeout: None,
+                        max_body: max_body.map(at),
+                        auth: auth.map(|a| Spanned::new(span.clone(), a)),
+                        on_duplicate: trigger.on_duplicate,
+                        idempotency_window: None,
+                    };
+                    let mut hook = self.trigger(raw, span.clone());
+                    hook.sync_timeout = trigger.sync_timeout;
+                    hook.idempotency_window = trigger.idempotency_window;
+                    let clash = !hook.path.is_empty()
+                        && (hook.path == trigger.path
+                            || webhooks.iter().any(|w| w.path == hook.path));
+                    if clash {
+                        self.error(
+                            span,
+                            format!(
+                                "trigger path `{}` is served twice by this workflow",
+                                hook.path
+                            ),
+                        );
+                    }
+                    webhooks.push(hook);
+                }
                 RawMoreTrigger::Cron {
                     schedule,
                     timezone,
@@ -127,6 +162,7 @@ impl Checker<'_> {
             name_line,
             path_line,
             trigger,
+            webhooks,
             crons,
             steps,
             limits,

@@ -90,7 +90,14 @@ async fn handle(
         HttpError::NotFound(format!("no workflow is served at /hooks/{shown}"))
     })?;
     drop(registry);
-    let trigger = &workflow.spec.trigger;
+    // Which of the workflow's webhook triggers this is.
+    let spec = &workflow.spec;
+    let trigger = match (&runtime, path.strip_prefix("t/")) {
+        (Some(_), _) => Some(&spec.trigger),
+        (None, Some(token)) => spec.hook_for_token(token),
+        (None, None) => spec.hook_at(path),
+    }
+    .unwrap_or(&spec.trigger);
 
     if !trigger
         .methods

@@ -114,10 +114,19 @@ fn token_digest(token: &[u8]) -> [u8; 32] {
 }
 
 fn tokens(spec: &WorkflowSpec) -> Vec<[u8; 32]> {
-    match &spec.trigger.auth {
-        Auth::PathToken { secrets } => secrets.iter().map(|s| token_digest(s.expose())).collect(),
-        _ => Vec::new(),
-    }
+    spec.hooks()
+        .flat_map(|t| match &t.auth {
+            Auth::PathToken { secrets } => {
+                secrets.iter().map(|s| token_digest(s.expose())).collect()
+            }
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// The paths of a workflow's webhook triggers (path tokens aside).
+fn paths(spec: &WorkflowSpec) -> impl Iterator<Item = &String> {
+    spec.hooks().map(|t| &t.path).filter(|p| !p.is_empty())
 }
 
 impl Registry {
@@ -218,12 +227,14 @@ impl Registry {
     /// Takes `workflow`'s path and tokens out of the route table.
     fn unroute(&mut self, workflow: &Workflow) {
         let spec = &workflow.spec;
-        if self
-            .by_path
-            .get(&spec.trigger.path)
-            .is_some_and(|w| w.spec.name == spec.name)
-        {
-            self.by_path.remove(&spec.trigger.path);
+        for path in paths(spec) {
+            if self
+                .by_path
+                .get(path)
+                .is_some_and(|w| w.spec.name == spec.name)
+            {
+                self.by_path.remove(path);
+            }
         }
         for t in tokens(spec) {
             self.by_token.remove(&t);
@@ -246,11 +257,11 @@ impl Registry {
                     )
                 })
                 .or_else(|| {
-                    let path = &spec.trigger.path;
-                    (!path.is_empty())
-                        .then(|| self.by_path.get(path))
-                        .flatten()
-                        .map(|w| format!("the path `{path}` is used by {}", w.spec.file.display()))
+                    paths(spec).find_map(|path| {
+                        self.by_path.get(path).map(|w| {
+                            format!("the path `{path}` is used by {}", w.spec.file.display())
+                        })
+                    })
                 })
                 .or_else(|| {
                     tokens.iter().find_map(|t| self.by_token.get(t)).map(|w| {
@@ -263,9 +274,8 @@ impl Registry {
         for t in tokens {
             self.by_token.insert(t, workflow.clone());
         }
-        if !spec.trigger.path.is_empty() {
-            self.by_path
-                .insert(spec.trigger.path.clone(), workflow.clone());
+        for path in paths(spec) {
+            self.by_path.insert(path.clone(), workflow.clone());
         }
         self.by_name.insert(spec.name.clone(), workflow);
         Ok(())
