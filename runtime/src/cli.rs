@@ -348,6 +348,11 @@ pub struct ServeArgs {
     /// are deleted in the background.
     #[arg(long, env = "HOOKFLOW_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub retention: std::time::Duration,
+    /// Export the tracing spans (a span per request and per step attempt)
+    /// over OTLP/HTTP to this collector, e.g. `http://127.0.0.1:4318`
+    /// (they go to `/v1/traces` under it). Off unless given.
+    #[arg(long, env = "HOOKFLOW_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(flatten)]
     pub caps: CapsArgs,
 }

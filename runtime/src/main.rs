@@ -13,20 +13,70 @@ use hookflow::server::{ServeOptions, Server, Settings, describe_routes};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOOKFLOW_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+/// Logs to stderr, filtered by `HOOKFLOW_LOG`; with `otlp`, the spans of
+/// `hookflow` at `info` and above are also exported over OTLP/HTTP (their
+/// own filter: the log's level does not change what is exported). Returns
+/// the exporter's provider, to flush at exit.
+fn init_tracing(otlp: Option<&str>) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // A log line that cannot be written (stderr is a file on a full
         // disk) is dropped. Reporting it would use `eprintln!`, which
         // panics when stderr fails, taking down whatever thread logged:
         // the store's writer, or a request's handler.
         .log_internal_errors(false)
-        .init();
+        .with_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOOKFLOW_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        );
+    let registry = tracing_subscriber::registry().with(log);
+    let Some(endpoint) = otlp else {
+        registry.init();
+        return None;
+    };
+    let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            registry.init();
+            tracing::error!(error = %e, "cannot export spans over OTLP; logging only");
+            return None;
+        }
+    };
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("hookflow")
+                .build(),
+        )
+        .build();
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("hookflow"))
+        .with_filter(
+            tracing_subscriber::filter::Targets::new()
+                .with_target("hookflow", tracing::Level::INFO),
+        );
+    registry.with(spans).init();
+    Some(provider)
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let otlp = match &cli.command {
+        Command::Serve(args) => args.otlp_endpoint.clone(),
+        _ => None,
+    };
+    let spans = init_tracing(otlp.as_deref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,6 +107,12 @@ fn main() -> ExitCode {
             }
         }
     });
+    // The spans still buffered are sent before the process ends.
+    if let Some(provider) = spans
+        && let Err(e) = provider.shutdown()
+    {
+        eprintln!("warning: the last spans could not be exported: {e}");
+    }
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -129,3 +129,89 @@ async fn metrics_parse_as_prometheus_text_and_move_with_requests() {
         3.0
     );
 }
+
+/// What a collector was sent: (path, body) of each request.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An OTLP/HTTP collector on 127.0.0.1 that keeps what it is sent.
+fn collector() -> (String, Received) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut stream = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = header.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    kept.lock().unwrap().push((path, body));
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    (url, got)
+}
+
+/// Whether `haystack` holds `needle`.
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_asked() {
+    let (url, got) = collector();
+    let work = Workdir::new();
+    work.manifest("traced", &one_step("traced", "sync", NONE, "echo", "{}"));
+    let server = work.start_env(&[("HOOKFLOW_OTLP_ENDPOINT", url.as_str())]);
+    let r = server.post_json("/hooks/traced", &json!({"n": 1})).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let id = body["execution_id"].as_str().unwrap().to_string();
+    // A clean stop flushes the spans still buffered.
+    server.stop();
+    let got = got.lock().unwrap();
+    assert!(!got.is_empty(), "nothing was exported");
+    assert!(
+        got.iter().all(|(path, _)| path == "/v1/traces"),
+        "{:?}",
+        got.iter().map(|g| &g.0).collect::<Vec<_>>()
+    );
+    let all: Vec<u8> = got.iter().flat_map(|(_, b)| b.clone()).collect();
+    for needle in [
+        "hookflow",
+        "request",
+        "step",
+        "traced",
+        id.as_str(),
+        "/hooks/*path",
+    ] {
+        assert!(holds(&all, needle), "`{needle}` is in no exported span");
+    }
+}
