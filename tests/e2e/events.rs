@@ -104,7 +104,7 @@ async fn a_sender_follows_its_run_live_and_after_and_resumes_by_last_event_id() 
         .trigger("mode", "\"async\"")
         .step_with(
             "fail",
-            r#"{ mode = "sleep", ms = 2000 }"#,
+            r#"{ mode = "sleep", ms = 3000 }"#,
             &[r#"id = "slow""#],
         )
         .step_with(
