@@ -405,6 +405,18 @@ fn metrics_handle() -> PrometheusHandle {
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
+            // Histogram samples are kept until upkeep drains them into
+            // their buckets: without it, a server nobody scrapes would
+            // hold one sample per request and per step, without bound.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("hookflow-metrics".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("another metrics recorder is installed; /metrics stays empty");
             }
