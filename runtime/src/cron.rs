@@ -152,11 +152,8 @@ async fn fire(
     });
     let request = RequestMeta {
         method: "CRON".into(),
-        path: String::new(),
-        query: String::new(),
-        headers: Vec::new(),
-        remote_addr: String::new(),
         received_at_ms: now_ms(),
+        ..RequestMeta::default()
     };
     let event = Event::new(
         request,

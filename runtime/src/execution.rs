@@ -451,6 +451,18 @@ impl Execution {
         }
     }
 
+    /// Ends it `cancelled`: the steps that did not run are `cancelled` too.
+    /// (The end time is the caller's to set, with the record's write.)
+    pub fn cancel(&mut self) {
+        for step in &mut self.steps {
+            if step.status == StepStatus::Pending {
+                step.status = StepStatus::Cancelled;
+            }
+        }
+        self.status = Status::Cancelled;
+        self.error = Some("cancelled through the API".into());
+    }
+
     /// The index of the first step not yet done: where a resumed execution
     /// picks up.
     pub fn first_unfinished_step(&self) -> usize {

@@ -99,6 +99,25 @@ impl AppState {
         })
     }
 
+    /// Accepts `delivery` for `workflow` and answers as SPEC §5.1 says (a
+    /// `202` with where to follow the run, or the sync result), saying
+    /// which `Prefer` was applied: the webhook, run, replay and test-run
+    /// routes all end here.
+    pub async fn deliver(
+        &self,
+        workflow: std::sync::Arc<crate::registry::Workflow>,
+        delivery: crate::intake::Delivery,
+    ) -> Result<axum::response::Response, crate::http::HttpError> {
+        let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
+        let outcome = self.intake.accept(workflow, delivery).await?;
+        Ok(crate::http::answer_preferring(
+            outcome,
+            wait,
+            mode,
+            &self.tokens,
+        ))
+    }
+
     /// Whether no request is in flight and no body is being received.
     pub fn idle(&self) -> bool {
         self.in_flight.available_permits() == self.max_in_flight

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::require_admin;
-use crate::execution::{Event, Execution, Status, StepStatus, now_ms};
+use crate::execution::{Event, Execution, Status, now_ms};
 use crate::http::{self, HttpError};
 use crate::intake::{Delivery, KeySource, Trigger};
 use crate::runner::progress::{Change, Notice};
@@ -72,13 +72,7 @@ pub async fn cancel(
         // in the record if it is still open.
         execution = record(&state, uuid).await?;
         if !execution.status.is_finished() {
-            for step in &mut execution.steps {
-                if step.status == StepStatus::Pending {
-                    step.status = StepStatus::Cancelled;
-                }
-            }
-            execution.status = Status::Cancelled;
-            execution.error = Some("cancelled through the API".into());
+            execution.cancel();
             execution.finished_at_ms = Some(now_ms());
             state
                 .store
@@ -165,9 +159,7 @@ pub async fn replay(
         wait: http::wait_preference(&headers),
         replay_of: Some(uuid),
     };
-    let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
-    let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
+    state.deliver(workflow, delivery).await
 }
 
 /// `POST /api/v1/workflows/{name}/test[?environment=NAME]`: runs the
@@ -198,7 +190,5 @@ pub async fn test_run(
         replay_of: None,
         environment: http::query_param(&parts, "environment"),
     };
-    let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
-    let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
+    state.deliver(workflow, delivery).await
 }

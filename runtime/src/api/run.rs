@@ -81,7 +81,5 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, HttpError> {
             .environment
             .or_else(|| http::query_param(&parts, "environment")),
     };
-    let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
-    let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
+    state.deliver(workflow, delivery).await
 }

@@ -170,9 +170,7 @@ async fn handle(
         replay_of: None,
         environment: http::query_param(parts, "environment"),
     };
-    let (wait, mode) = (delivery.wait, workflow.spec.trigger.mode);
-    let outcome = state.intake.accept(workflow, delivery).await?;
-    Ok(http::answer_preferring(outcome, wait, mode, &state.tokens))
+    state.deliver(workflow, delivery).await
 }
 
 /// Where the delivery's idempotency key comes from. For the kinds that sign

@@ -405,7 +405,7 @@ impl Runner {
         let gate = self.gate(&workflow);
         let placed = tokio::select! {
             placed = self.place(&gate, &execution, event) => placed,
-            () = cancel.cancelled() => return self.cancelled(execution, 0, awaited).await,
+            () = cancel.cancelled() => return self.cancelled(execution, awaited).await,
         };
         let (_running, event) = match placed {
             Ok(placed) => placed,
@@ -439,7 +439,7 @@ impl Runner {
         for index in start..workflow.spec.steps.len() {
             let spec = &workflow.spec.steps[index];
             if cancel.is_cancelled() {
-                return self.cancelled(execution, index, awaited).await;
+                return self.cancelled(execution, awaited).await;
             }
             match self
                 .run_step(
@@ -455,7 +455,7 @@ impl Runner {
                 .await
             {
                 StepEnd::Cancelled => {
-                    return self.cancelled(execution, index + 1, awaited).await;
+                    return self.cancelled(execution, awaited).await;
                 }
                 StepEnd::Next(output) => previous = Some(output),
                 StepEnd::Halt(output) => {
@@ -517,15 +517,9 @@ impl Runner {
         Ok((place, Arc::new(event)))
     }
 
-    /// Ends a cancelled execution; the steps from `from` on never ran.
-    async fn cancelled(&self, mut execution: Execution, from: usize, awaited: bool) -> Execution {
-        for step in execution.steps.iter_mut().skip(from) {
-            if step.status == StepStatus::Pending {
-                step.status = StepStatus::Cancelled;
-            }
-        }
-        execution.status = Status::Cancelled;
-        execution.error = Some("cancelled through the API".into());
+    /// Ends a cancelled execution.
+    async fn cancelled(&self, mut execution: Execution, awaited: bool) -> Execution {
+        execution.cancel();
         self.finish(execution, awaited).await
     }
 

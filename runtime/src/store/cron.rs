@@ -3,7 +3,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Store, StoreError, read_err, write_txn};
+use super::{Store, StoreError, read_err};
 
 /// "{workflow}\0{schedule}\0{time zone}" -> the last slot fired, ms since
 /// the epoch.
@@ -27,20 +27,13 @@ impl Store {
     /// Keeps `slot` as trigger `key`'s last, unless a later one is kept.
     pub async fn set_cron_last(&self, key: &str, slot: u64) -> Result<(), StoreError> {
         let key = key.to_string();
-        self.blocking(move |db| {
-            let write = || -> Result<(), redb::Error> {
-                let txn = write_txn(db, true)?;
-                {
-                    let mut table = txn.open_table(CRON_LAST)?;
-                    let kept = table.get(key.as_str())?.map(|v| v.value());
-                    if kept.is_none_or(|kept| kept < slot) {
-                        table.insert(key.as_str(), slot)?;
-                    }
-                }
-                txn.commit()?;
-                Ok(())
-            };
-            write().map_err(|e| StoreError::Write(e.to_string()))
+        self.write_now(move |txn| {
+            let mut table = txn.open_table(CRON_LAST)?;
+            let kept = table.get(key.as_str())?.map(|v| v.value());
+            if kept.is_none_or(|kept| kept < slot) {
+                table.insert(key.as_str(), slot)?;
+            }
+            Ok(())
         })
         .await
     }

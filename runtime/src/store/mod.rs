@@ -578,6 +578,26 @@ impl Store {
         self.write(records, None, true).await.map(drop)
     }
 
+    /// Runs `f` in a durable write transaction of its own on a blocking
+    /// thread, and commits: the rare writes that do not go through the
+    /// writer thread (versions, pins, switches, triggers, cron slots).
+    async fn write_now<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        self.blocking(move |db| {
+            let write = || -> Result<T, redb::Error> {
+                let txn = write_txn(db, true)?;
+                let out = f(&txn)?;
+                txn.commit()?;
+                Ok(out)
+            };
+            write().map_err(|e| StoreError::Write(e.to_string()))
+        })
+        .await
+    }
+
     /// Runs `f` on the open database on a blocking thread (reads, and the
     /// rare writes that do not go through the writer thread).
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>

@@ -4,7 +4,7 @@
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Store, StoreError, read_err, write_txn};
+use super::{Store, StoreError, read_err};
 
 /// Workflow name -> enabled.
 pub(super) const SWITCHES: TableDefinition<&str, bool> = TableDefinition::new("workflow_switches");
@@ -28,15 +28,10 @@ impl Store {
     /// Records that `workflow` is enabled or disabled, durably.
     pub async fn set_switch(&self, workflow: &str, enabled: bool) -> Result<(), StoreError> {
         let workflow = workflow.to_string();
-        self.blocking(move |db| {
-            let write = || -> Result<(), redb::Error> {
-                let txn = write_txn(db, true)?;
-                txn.open_table(SWITCHES)?
-                    .insert(workflow.as_str(), enabled)?;
-                txn.commit()?;
-                Ok(())
-            };
-            write().map_err(|e| StoreError::Write(e.to_string()))
+        self.write_now(move |txn| {
+            txn.open_table(SWITCHES)?
+                .insert(workflow.as_str(), enabled)?;
+            Ok(())
         })
         .await
     }

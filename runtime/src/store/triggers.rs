@@ -4,7 +4,7 @@
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, read_err, write_txn};
+use super::{Store, StoreError, read_err};
 use crate::config::Missed;
 
 /// id -> JSON [`TriggerRecord`].
@@ -73,15 +73,10 @@ impl Store {
             record.id.clone(),
             serde_json::to_vec(record).unwrap_or_default(),
         );
-        self.blocking(move |db| {
-            let write = || -> Result<(), redb::Error> {
-                let txn = write_txn(db, true)?;
-                txn.open_table(TRIGGERS)?
-                    .insert(id.as_str(), json.as_slice())?;
-                txn.commit()?;
-                Ok(())
-            };
-            write().map_err(|e| StoreError::Write(e.to_string()))
+        self.write_now(move |txn| {
+            txn.open_table(TRIGGERS)?
+                .insert(id.as_str(), json.as_slice())?;
+            Ok(())
         })
         .await
     }
@@ -89,15 +84,7 @@ impl Store {
     /// Deletes trigger `id`, durably; whether it was there.
     pub async fn delete_trigger(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
-        self.blocking(move |db| {
-            let write = || -> Result<bool, redb::Error> {
-                let txn = write_txn(db, true)?;
-                let found = txn.open_table(TRIGGERS)?.remove(id.as_str())?.is_some();
-                txn.commit()?;
-                Ok(found)
-            };
-            write().map_err(|e| StoreError::Write(e.to_string()))
-        })
-        .await
+        self.write_now(move |txn| Ok(txn.open_table(TRIGGERS)?.remove(id.as_str())?.is_some()))
+            .await
     }
 }

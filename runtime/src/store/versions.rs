@@ -159,25 +159,18 @@ impl Store {
     /// Pins `workflow` to a version, or (`None`) lets it go.
     pub async fn set_pin(&self, workflow: &str, pin: Option<Pin>) -> Result<(), StoreError> {
         let workflow = workflow.to_string();
-        self.blocking(move |db| {
-            let write = || -> Result<(), redb::Error> {
-                let txn = write_txn(db, true)?;
-                {
-                    let mut pins = txn.open_table(PINS)?;
-                    match &pin {
-                        Some(pin) => {
-                            let json = serde_json::to_vec(pin).unwrap_or_default();
-                            pins.insert(workflow.as_str(), json.as_slice())?;
-                        }
-                        None => {
-                            pins.remove(workflow.as_str())?;
-                        }
-                    }
+        self.write_now(move |txn| {
+            let mut pins = txn.open_table(PINS)?;
+            match &pin {
+                Some(pin) => {
+                    let json = serde_json::to_vec(pin).unwrap_or_default();
+                    pins.insert(workflow.as_str(), json.as_slice())?;
                 }
-                txn.commit()?;
-                Ok(())
-            };
-            write().map_err(write_err)
+                None => {
+                    pins.remove(workflow.as_str())?;
+                }
+            }
+            Ok(())
         })
         .await
     }
