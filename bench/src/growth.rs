@@ -192,7 +192,7 @@ pub async fn run(
     reads.push(("get one by id".into(), median, worst));
     let newest = |workflow: Option<&str>, status: Option<Status>| ListFilter {
         workflow: workflow.map(String::from),
-        status,
+        statuses: status.into_iter().collect(),
         limit: 50,
         ..ListFilter::default()
     };

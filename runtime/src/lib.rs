@@ -35,3 +35,4 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod triggers;
+pub mod ui;

@@ -25,7 +25,7 @@ use crate::cli::Token;
 use crate::config::{Auth, Diagnostic, Secret};
 use crate::engine::{Engine, EngineError, EnginePolicy};
 use crate::execution::now_ms;
-use crate::http::{HttpError, ReadTokens};
+use crate::http::{HttpError, ReadTokens, Sessions};
 use crate::intake::Intake;
 use crate::registry::watch::{self, Reloader, Watch};
 use crate::registry::{Loader, Registry};
@@ -81,7 +81,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let (routes, api) = api::openapi::routes().split_for_parts();
     api::openapi::keep(api);
     routes
+        .merge(crate::ui::routes())
         .fallback(|| async { HttpError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn(crate::http::same_origin))
         .layer(axum::middleware::from_fn(crate::observe::requests))
         .with_state(state)
 }
@@ -138,10 +140,12 @@ impl Server {
             .map(Secret::new)
             .collect();
         let tokens = ReadTokens::new(*store.read_token_key());
+        let sessions = Sessions::load(store.clone(), admin_token.as_ref()).await?;
         let triggers = Arc::new(crate::triggers::Triggers::new(store.triggers().await?));
         let progress = runner.progress().clone();
         let state = Arc::new(AppState {
             tokens,
+            sessions,
             progress,
             triggers,
             registry: live,

@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 
 use crate::config::Secret;
-use crate::http::{Busy, ReadTokens};
+use crate::http::{Busy, ReadTokens, Sessions};
 use crate::intake::Intake;
 use crate::registry::LiveRegistry;
 use crate::registry::watch::Reloader;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Makes and checks the read tokens of `status_url` and `stream_url`.
     pub tokens: ReadTokens,
+    /// The dashboard's login sessions.
+    pub sessions: Sessions,
     /// What execution event streams follow.
     pub progress: Progress,
     /// Triggers made through the API.

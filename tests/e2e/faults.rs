@@ -810,14 +810,7 @@ async fn waiting_work_held_in_memory_stays_in_the_store() {
 
     // After a restart, they resume without their bodies loaded at once;
     // the first ones run, each with its own body.
-    let succeeded = |page: &serde_json::Value| -> Vec<String> {
-        page["executions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let succeeded = crate::support::execution_ids;
     let (_, page) = server
         .api("/api/v1/executions?workflow=slow&status=succeeded")
         .await;

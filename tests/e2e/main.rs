@@ -8,6 +8,7 @@ mod cache;
 mod caps;
 mod cli;
 mod cron;
+mod dashboard;
 mod environments;
 mod events;
 mod executions;

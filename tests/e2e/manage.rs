@@ -37,12 +37,7 @@ async fn ids(server: &Server, query: &str) -> Vec<String> {
         .api(&format!("/api/v1/executions?{query}&limit=500"))
         .await;
     assert_eq!(status, 200, "{query}: {page}");
-    page["executions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect()
+    crate::support::execution_ids(&page)
 }
 
 async fn send(server: &Server, path: &str, n: u64) -> String {

@@ -164,14 +164,15 @@ impl Server {
         if let Some(log) = log {
             cmd.stderr(log);
         }
-        cmd.envs(env.iter().copied())
+        // The test's own environment may set another admin token.
+        cmd.env("HOOKFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--dir")
             .arg(dir)
             .arg("--db")
             .arg(db)
             .args(["--listen", "127.0.0.1:0"])
-            .env("HOOKFLOW_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("HOOKFLOW_LOG", "warn");
         // One compiled-code cache for every server of the test run: each
         // plugin is compiled once, not once per server (a test's own
@@ -318,6 +319,16 @@ pub async fn error_body(response: reqwest::Response, status: u16, code: &str) ->
         "{body}"
     );
     body
+}
+
+/// The ids of a page of `GET /api/v1/executions`, in order.
+pub fn execution_ids(page: &Value) -> Vec<String> {
+    page["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// A manifest for one step of `plugin` with `config` (a TOML inline table).

@@ -22,7 +22,8 @@
 //!   it cannot, having no filesystem.
 //!
 //! With `config.until_attempt = N` the step succeeds from attempt N on, which
-//! shows retries at work.
+//! shows retries at work. With `config.log_body = true` it first writes the
+//! event's body to stderr (a log line holding what the sender sent).
 
 wit_bindgen::generate!({ path: "../../wit/0.1.0", world: "step" });
 
@@ -46,6 +47,9 @@ impl Guest for Fail {
     fn run(input: StepInput) -> Result<StepOutput, StepError> {
         let config: Value = serde_json::from_str(&input.config)
             .map_err(|e| StepError::Permanent(format!("fail: config is not JSON: {e}")))?;
+        if config.get("log_body").and_then(Value::as_bool) == Some(true) {
+            eprintln!("body: {}", String::from_utf8_lossy(&input.event.body));
+        }
         let until = config.get("until_attempt").and_then(Value::as_u64);
         if until.is_some_and(|n| u64::from(input.attempt) >= n) {
             return Ok(ok(input.previous));

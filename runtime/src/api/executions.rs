@@ -65,6 +65,7 @@ pub struct ListQuery {
     until: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
+    q: Option<String>,
 }
 
 /// A time bound: milliseconds since the epoch, or an RFC 3339 time.
@@ -86,6 +87,8 @@ fn time_bound(name: &str, value: Option<String>) -> Result<Option<u64>, HttpErro
         })
 }
 
+/// An execution as the list (and `/api/v1/stream`) gives it: no payload,
+/// outputs or logs; its steps as counts.
 #[derive(Serialize)]
 pub struct Summary {
     id: Uuid,
@@ -94,24 +97,43 @@ pub struct Summary {
     trigger: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_of: Option<Uuid>,
     created_at_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Steps in the workflow.
+    steps: usize,
+    /// Attempts made, over all steps.
+    attempts: usize,
+    /// The largest peak memory of any attempt, in bytes.
+    peak_memory_bytes: u64,
 }
 
-impl From<Execution> for Summary {
-    fn from(e: Execution) -> Self {
+impl From<&Execution> for Summary {
+    fn from(e: &Execution) -> Self {
+        let attempts = e.steps.iter().flat_map(|s| &s.attempts);
         Self {
             id: e.id,
-            workflow: e.workflow,
+            workflow: e.workflow.clone(),
             status: e.status,
-            trigger: e.trigger,
-            user: e.user,
+            trigger: e.trigger.clone(),
+            user: e.user.clone(),
+            environment: e.environment.clone(),
+            replay_of: e.replay_of,
             created_at_ms: e.created_at_ms,
+            started_at_ms: e.started_at_ms,
             finished_at_ms: e.finished_at_ms,
-            error: e.error,
+            error: e.error.clone(),
+            steps: e.steps.len(),
+            attempts: attempts.clone().count(),
+            peak_memory_bytes: attempts.map(|a| a.peak_memory_bytes).max().unwrap_or(0),
         }
     }
 }
@@ -124,10 +146,14 @@ pub struct Page {
     next_cursor: Option<Uuid>,
 }
 
-/// `GET /api/v1/executions?workflow=&status=&trigger=&user=&since=&until=&limit=&cursor=`,
+/// `GET /api/v1/executions?workflow=&status=&trigger=&user=&since=&until=&q=&limit=&cursor=`,
 /// newest first. Paging walks back from the cursor, so executions that
-/// arrive meanwhile (newer) neither repeat nor hide older ones.
-#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query), ("trigger" = Option<String>, Query), ("user" = Option<String>, Query), ("since" = Option<String>, Query, description = "ms since the epoch or RFC 3339"), ("until" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before")), responses((status = 200, description = "a page, newest first"), (status = 400, description = "a bad filter"), (status = 401, description = "no admin token")), security(("admin" = [])))]
+/// arrive meanwhile (newer) neither repeat nor hide older ones. `status`
+/// takes several, comma-separated. `q` is an execution id, or text to find
+/// in the event bodies: such a search looks at a bounded number of
+/// executions per call, so a page may hold fewer than `limit` and still
+/// have a `next_cursor` to go on from.
+#[utoipa::path(get, path = "/api/v1/executions", tag = "executions", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query, description = "one or more of queued, running, succeeded, failed, timed_out, cancelled, comma-separated"), ("q" = Option<String>, Query, description = "an execution id, or text the event body holds (ASCII letters in any case)"), ("trigger" = Option<String>, Query), ("user" = Option<String>, Query), ("since" = Option<String>, Query, description = "ms since the epoch or RFC 3339"), ("until" = Option<String>, Query), ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before")), responses((status = 200, description = "a page, newest first"), (status = 400, description = "a bad filter"), (status = 401, description = "no admin token")), security(("admin" = [])))]
 pub async fn executions(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -135,11 +161,23 @@ pub async fn executions(
 ) -> Result<Json<Page>, HttpError> {
     require_admin(&state, &headers)?;
     let Query(q) = query.map_err(|e| HttpError::BadRequest(e.body_text()))?;
-    let status = q
+    let statuses = q
         .status
-        .map(|s| s.parse::<Status>())
-        .transpose()
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse::<Status>)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(HttpError::BadRequest)?;
+    let text = q.q.map(|t| t.trim().to_string()).filter(|t| !t.is_empty());
+    if let Some(id) = text.as_deref().and_then(|t| Uuid::parse_str(t).ok()) {
+        let found = state.store.get(id).await.map_err(HttpError::store_read)?;
+        return Ok(Json(Page {
+            executions: found.as_ref().map(Summary::from).into_iter().collect(),
+            next_cursor: None,
+        }));
+    }
     let before = q
         .cursor
         .map(|c| Uuid::parse_str(&c))
@@ -148,9 +186,10 @@ pub async fn executions(
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let found = state
         .store
-        .list(ListFilter {
+        .list_page(ListFilter {
             workflow: q.workflow,
-            status,
+            statuses,
+            text,
             trigger: q.trigger,
             user: q.user,
             since_ms: time_bound("since", q.since)?,
@@ -160,11 +199,49 @@ pub async fn executions(
         })
         .await
         .map_err(HttpError::store_read)?;
-    let next_cursor = (found.len() == limit)
-        .then(|| found.last().map(|e| e.id))
-        .flatten();
+    let next_cursor = (found.executions.len() == limit)
+        .then(|| found.executions.last().map(|e| e.id))
+        .flatten()
+        .or(found.stopped_at);
     Ok(Json(Page {
-        executions: found.into_iter().map(Summary::from).collect(),
+        executions: found.executions.iter().map(Summary::from).collect(),
         next_cursor,
     }))
+}
+
+/// `GET /api/v1/executions/{id}/body`: the event body as it arrived, as a
+/// download (`application/octet-stream`, never shown as a page), with the
+/// admin token or the execution's read token.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/body", tag = "executions", params(("id" = String, Path), ("token" = Option<String>, Query, description = "the read token of the execution, instead of the admin token")), responses((status = 200, description = "the body's bytes"), (status = 401, description = "no token for it"), (status = 404, description = "no such execution, or its body is no longer kept")), security(("admin" = [])))]
+pub async fn body(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<ReadQuery>,
+) -> Result<axum::response::Response, HttpError> {
+    use axum::http::header::{CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+    use axum::response::IntoResponse as _;
+    let uuid = require_reader(&state, &headers, &id, q.token.as_deref())?;
+    let body = state
+        .store
+        .body(uuid)
+        .await
+        .map_err(HttpError::store_read)?
+        .ok_or_else(|| HttpError::NotFound(format!("no event body kept for `{id}`")))?;
+    Ok((
+        [
+            (CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{uuid}.body\""),
+            ),
+            (CONTENT_SECURITY_POLICY, "sandbox".to_string()),
+            (
+                axum::http::header::X_CONTENT_TYPE_OPTIONS,
+                "nosniff".to_string(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }

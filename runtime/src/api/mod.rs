@@ -8,6 +8,8 @@ pub mod health;
 pub mod manage;
 pub mod openapi;
 pub mod run;
+pub mod session;
+pub mod stream;
 pub mod triggers;
 pub mod workflows;
 
@@ -66,8 +68,15 @@ fn admitted(
     Ok(workflow)
 }
 
-/// The admin bearer token, or 401 (also when the API is off).
+/// The admin bearer token, or else the dashboard's session cookie (see
+/// [`crate::http::Sessions`]); or 401 (also when the API is off). A request
+/// with an `Authorization` header is judged by it alone.
 fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION)
+        && state.sessions.check(headers).is_some()
+    {
+        return Ok(());
+    }
     let Some(secret) = &state.admin_token else {
         return Err(HttpError::Unauthorized {
             message: "the API is off: start hookflow with HOOKFLOW_ADMIN_TOKEN set".into(),

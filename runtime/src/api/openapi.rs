@@ -19,13 +19,16 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
 
 /// Every route, with its OpenAPI description.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
-    use super::{events, executions, health, manage, run, triggers, workflows};
+    use super::{events, executions, health, manage, run, session, stream, triggers, workflows};
     OpenApiRouter::new()
         .routes(routes!(crate::ingress::hook))
         .routes(routes!(run::run))
         .routes(routes!(executions::executions))
         .routes(routes!(executions::execution))
+        .routes(routes!(executions::body))
         .routes(routes!(events::events))
+        .routes(routes!(stream::stream))
+        .routes(routes!(session::login, session::current, session::logout))
         .routes(routes!(manage::cancel))
         .routes(routes!(manage::replay))
         .routes(routes!(workflows::workflows))

@@ -141,6 +141,14 @@ fn serving(entry: &mut Value, w: &Workflow) {
     entry["mode"] = json!(spec.trigger.mode.as_str());
     entry["version"] = json!(w.version);
     entry["loaded_at_ms"] = json!(w.loaded_at_ms);
+    let webhooks = spec
+        .hooks()
+        .map(|t| json!({"kind": "webhook", "path": t.path}));
+    let crons = spec
+        .crons
+        .iter()
+        .map(|c| json!({"kind": "cron", "schedule": c.pattern, "timezone": c.timezone.name()}));
+    entry["triggers"] = webhooks.chain(crons).collect();
     entry["steps"] = spec
         .steps
         .iter()

@@ -75,12 +75,7 @@ fn verify(secrets: &[Secret], token: &[u8], bearer: bool) -> Result<(), HttpErro
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-            .collect()
-    }
+    use crate::http::test_headers as headers;
 
     #[test]
     fn bearer_accepts_any_active_secret_and_nothing_else() {

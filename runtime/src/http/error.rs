@@ -24,6 +24,8 @@ pub enum HttpError {
         /// Ask for a bearer token (`WWW-Authenticate: Bearer`).
         bearer: bool,
     },
+    #[error("{0}")]
+    Forbidden(String),
     #[error("workflow `{0}` is disabled; enable it to accept events")]
     Inactive(String),
     #[error("trigger `{0}` is disabled; enable it to accept events")]
@@ -42,7 +44,9 @@ pub enum HttpError {
     Unavailable(String),
     #[error("the server is shutting down; try again shortly")]
     Draining,
-    #[error("this workflow accepts at most {limit}; try again in {retry_after} s")]
+    /// `limit` says who accepts what: "this workflow accepts at most 5
+    /// events per 1s".
+    #[error("{limit}; try again in {retry_after} s")]
     RateLimited { limit: String, retry_after: u64 },
     #[error("the quota of {quota} is used up; it resets in {retry_after} s")]
     QuotaExceeded { quota: String, retry_after: u64 },
@@ -73,6 +77,7 @@ impl HttpError {
             HttpError::Unauthorized { .. } => {
                 (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
             }
+            HttpError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             HttpError::Inactive(_) | HttpError::TriggerInactive(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "workflow-inactive",
@@ -155,9 +160,10 @@ impl From<Refusal> for HttpError {
         let message = refusal.to_string();
         match refusal {
             Refusal::Inactive(name) => HttpError::Inactive(name),
-            Refusal::RateLimited { limit, retry_after } => {
-                HttpError::RateLimited { limit, retry_after }
-            }
+            Refusal::RateLimited { limit, retry_after } => HttpError::RateLimited {
+                limit: format!("this workflow accepts at most {limit}"),
+                retry_after,
+            },
             Refusal::QuotaExceeded { quota, retry_after } => {
                 HttpError::QuotaExceeded { quota, retry_after }
             }

@@ -8,6 +8,7 @@ mod credentials;
 mod error;
 mod read_token;
 mod request;
+mod session;
 
 pub use answer::{answer, answer_preferring};
 pub use credentials::{bearer_token, check_bearer, check_header, is_credential};
@@ -17,3 +18,14 @@ pub use request::{
     IDEMPOTENCY_KEY, content_type, drain_refused, header_text, query_param, read_body,
     request_meta, wait_preference,
 };
+pub use session::{COOKIE_NAME, LIFETIME as SESSION_LIFETIME};
+pub use session::{Sessions, same_origin, set_cookie};
+
+/// Headers from `(name, value)` pairs, for tests.
+#[cfg(test)]
+fn test_headers(pairs: &[(&'static str, &'static str)]) -> axum::http::HeaderMap {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+        .collect()
+}

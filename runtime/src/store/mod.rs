@@ -28,6 +28,7 @@
 mod cron;
 mod kv;
 mod retention;
+mod sessions;
 mod switches;
 mod tables;
 mod triggers;
@@ -238,7 +239,8 @@ pub struct Store {
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
     pub workflow: Option<String>,
-    pub status: Option<Status>,
+    /// Any of these statuses; empty: any status.
+    pub statuses: Vec<Status>,
     /// What started them (`webhook`, `api`, `replay`, `test`, `cron`).
     pub trigger: Option<String>,
     pub user: Option<String>,
@@ -249,6 +251,77 @@ pub struct ListFilter {
     pub limit: usize,
     /// Only executions older than this id.
     pub before: Option<Uuid>,
+    /// Only executions whose event body holds this text (ASCII letters in
+    /// any case). Bodies are read one by one, so such a search looks at
+    /// no more than [`TEXT_SEARCH_BUDGET`] executions per call.
+    pub text: Option<String>,
+}
+
+/// Executions a text search looks at per call, at most.
+pub const TEXT_SEARCH_BUDGET: usize = 5_000;
+
+/// A page of [`Store::list_page`].
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub executions: Vec<Execution>,
+    /// The last execution a text search looked at when it used up its
+    /// budget: the place to go on from (as `before`).
+    pub stopped_at: Option<Uuid>,
+}
+
+fn text_finder(text: &str) -> aho_corasick::AhoCorasick {
+    // Invariant: one plain pattern builds (no size limit is set).
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build([text])
+        .expect("one literal pattern")
+}
+
+/// One listing's walk over an index.
+struct Walk<'a> {
+    filter: &'a ListFilter,
+    executions: redb::ReadOnlyTable<u128, &'static [u8]>,
+    bodies: redb::ReadOnlyTable<u128, &'static [u8]>,
+    text: Option<aho_corasick::AhoCorasick>,
+}
+
+impl Walk<'_> {
+    /// The executions of `ids` (newest first) that pass the filter, up to
+    /// the limit, and for a text search up to its budget.
+    fn gather(
+        &self,
+        ids: impl Iterator<Item = Result<u128, redb::StorageError>>,
+    ) -> Result<Listed, StoreError> {
+        let mut out = Listed::default();
+        for (looked, id) in ids.enumerate() {
+            let id = id.map_err(read_err)?;
+            if self.text.is_some() && looked >= TEXT_SEARCH_BUDGET {
+                return Ok(out);
+            }
+            let Some(record) = self.executions.get(id).map_err(read_err)? else {
+                continue;
+            };
+            let execution = decode(record.value())?;
+            let holds_text = || -> Result<bool, StoreError> {
+                let Some(finder) = &self.text else {
+                    return Ok(true);
+                };
+                let body = self.bodies.get(id).map_err(read_err)?;
+                Ok(body.is_some_and(|b| finder.is_match(b.value())))
+            };
+            if self.filter.keeps(&execution) && holds_text()? {
+                out.executions.push(execution);
+                if out.executions.len() >= self.filter.limit {
+                    return Ok(out);
+                }
+            }
+            if self.text.is_some() {
+                out.stopped_at = Some(Uuid::from_u128(id));
+            }
+        }
+        out.stopped_at = None;
+        Ok(out)
+    }
 }
 
 impl ListFilter {
@@ -262,7 +335,7 @@ impl ListFilter {
 
     /// Whether `e` passes the filters no index answers.
     fn keeps(&self, e: &Execution) -> bool {
-        self.status.is_none_or(|s| s == e.status)
+        (self.statuses.is_empty() || self.statuses.contains(&e.status))
             && self.trigger.as_ref().is_none_or(|t| *t == e.trigger)
             && self
                 .user
@@ -313,6 +386,8 @@ impl Store {
             txn.open_table(cron::CRON_LAST)
                 .map_err(|e| open_err(e.to_string()))?;
             txn.open_table(triggers::TRIGGERS)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(sessions::SESSIONS)
                 .map_err(|e| open_err(e.to_string()))?;
         }
         build_status_index(&txn).map_err(|e| open_err(e.to_string()))?;
@@ -471,70 +546,66 @@ impl Store {
 
     /// Executions matching `filter`, newest first, at most `filter.limit`.
     pub async fn list(&self, filter: ListFilter) -> Result<Vec<Execution>, StoreError> {
+        Ok(self.list_page(filter).await?.executions)
+    }
+
+    /// The same, saying where a text search stopped looking when it looked
+    /// at [`TEXT_SEARCH_BUDGET`] executions before it found `filter.limit`.
+    pub async fn list_page(&self, filter: ListFilter) -> Result<Listed, StoreError> {
         self.blocking(move |db| {
             let txn = db.begin_read().map_err(read_err)?;
-            let executions = txn.open_table(EXECUTIONS).map_err(read_err)?;
             let ids = filter.ids();
-            let mut out = Vec::new();
             if ids.is_empty() {
-                return Ok(out);
+                return Ok(Listed::default());
             }
-            let mut keep = |e: Execution| {
-                if filter.keeps(&e) {
-                    out.push(e);
-                }
-                out.len() >= filter.limit
+            let walk = Walk {
+                filter: &filter,
+                executions: txn.open_table(EXECUTIONS).map_err(read_err)?,
+                bodies: txn.open_table(BODIES).map_err(read_err)?,
+                text: filter.text.as_deref().map(text_finder),
             };
+            let statuses = &filter.statuses;
             if let Some(workflow) = &filter.workflow {
                 let index = txn.open_table(BY_WORKFLOW).map_err(read_err)?;
                 let range = index
                     .range((workflow.as_str(), ids.start)..(workflow.as_str(), ids.end))
                     .map_err(read_err)?;
-                for entry in range.rev() {
-                    let (key, _) = entry.map_err(read_err)?;
-                    let id = key.value().1;
-                    if let Some(v) = executions.get(id).map_err(read_err)?
-                        && keep(decode(v.value())?)
-                    {
-                        break;
-                    }
-                }
-            } else if let Some(status) = filter.status.filter(|s| s.is_finished()) {
-                // Finished ones by their status index.
-                let index = txn.open_table(BY_STATUS).map_err(read_err)?;
-                let code = status_code(status);
-                let range = index
-                    .range((code, ids.start)..(code, ids.end))
-                    .map_err(read_err)?;
-                for entry in range.rev() {
-                    let id = entry.map_err(read_err)?.0.value().1;
-                    if let Some(v) = executions.get(id).map_err(read_err)?
-                        && keep(decode(v.value())?)
-                    {
-                        break;
-                    }
-                }
-            } else if filter.status.is_some() {
-                // Queued or running: among the unfinished, a set bounded by
-                // admission (`--max-queued`).
-                let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
-                for entry in unfinished.range(ids).map_err(read_err)?.rev() {
-                    let id = entry.map_err(read_err)?.0.value();
-                    if let Some(v) = executions.get(id).map_err(read_err)?
-                        && keep(decode(v.value())?)
-                    {
-                        break;
-                    }
-                }
+                walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value().1)))
+            } else if statuses.is_empty() || walk.text.is_some() {
+                let range = walk.executions.range(ids).map_err(read_err)?;
+                walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value())))
             } else {
-                for entry in executions.range(ids).map_err(read_err)?.rev() {
-                    let (_, v) = entry.map_err(read_err)?;
-                    if keep(decode(v.value())?) {
-                        break;
-                    }
+                // Each status from its index (finished ones from
+                // `BY_STATUS`; queued and running among the unfinished, a
+                // set bounded by admission), merged newest first.
+                let mut found = Vec::new();
+                let index = txn.open_table(BY_STATUS).map_err(read_err)?;
+                for status in statuses.iter().filter(|s| s.is_finished()) {
+                    let code = status_code(*status);
+                    let range = index
+                        .range((code, ids.start)..(code, ids.end))
+                        .map_err(read_err)?;
+                    found.extend(
+                        walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value().1)))?
+                            .executions,
+                    );
                 }
+                if statuses.iter().any(|s| !s.is_finished()) {
+                    let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
+                    let range = unfinished.range(ids).map_err(read_err)?;
+                    found.extend(
+                        walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value())))?
+                            .executions,
+                    );
+                }
+                found.sort_by_key(|e| std::cmp::Reverse(e.id));
+                found.dedup_by_key(|e| e.id);
+                found.truncate(filter.limit);
+                Ok(Listed {
+                    executions: found,
+                    stopped_at: None,
+                })
             }
-            Ok(out)
         })
         .await
     }
@@ -1343,7 +1414,7 @@ mod tests {
 
     async fn listed(store: &Store, status: Status) -> Vec<Uuid> {
         let filter = ListFilter {
-            status: Some(status),
+            statuses: vec![status],
             limit: 10,
             ..ListFilter::default()
         };
