@@ -277,6 +277,34 @@ def run(args, pw, server, watch):
     expect(page).to_have_url(re.compile(f"/ui/executions/{replay}$"))
     expect(page.locator(f'main a[href="/ui/executions/{bad}"]')).to_be_visible()
 
+    print("a body that is not UTF-8: shown with its bytes escaped")
+    request = urllib.request.Request(
+        server.url("/hooks/ok"), data=b"caf\xc3\xa9 \xff\xfe end", method="POST",
+        headers={"authorization": "Bearer ok-token", "content-type": "application/octet-stream"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        binary = json.load(answer)["execution_id"]
+    page.goto(server.url(f"/ui/executions/{binary}"))
+    expect(page.locator("#payload")).to_contain_text("caf\u00e9 \\xFF\\xFE end")
+    expect(page.locator("#body-download")).to_be_visible()
+
+    print("a large payload: truncated in the page, whole when copied")
+    big = server.send("ok", "ok-token", {"blob": "x" * 100_000})
+    page.goto(server.url(f"/ui/executions/{big}"))
+    viewer = page.locator('.viewer[data-viewer="Payload"]')
+    expect(viewer.locator(".viewer-note")).to_contain_text("Truncated")
+    shown = viewer.locator("pre").first.text_content()
+    check(len(shown) < 70_000, f"{len(shown)} characters of payload in the page")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.base)
+    viewer.get_by_role("button", name="Raw").click()
+    viewer.get_by_role("button", name="Copy").click()
+    expect(viewer).to_contain_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    check(json.loads(copied) == {"blob": "x" * 100_000}, "the copy holds the whole payload")
+    with page.expect_download() as download:
+        viewer.get_by_role("button", name="Download").click()
+    with open(download.value.path()) as f:
+        check(json.load(f) == {"blob": "x" * 100_000}, "the download holds the whole payload")
+
     print("the succeeded one: its detail, for the README")
     page.goto(server.url(f"/ui/executions/{ok}"))
     expect(page.locator("#waterfall > li")).to_have_count(2)
