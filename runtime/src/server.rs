@@ -83,7 +83,6 @@ pub fn router(state: Arc<AppState>) -> Router {
     routes
         .merge(crate::ui::routes())
         .fallback(|| async { HttpError::NotFound("no such endpoint".into()) })
-        .layer(axum::middleware::from_fn(crate::http::same_origin))
         .layer(axum::middleware::from_fn(crate::observe::requests))
         .with_state(state)
 }

@@ -180,6 +180,17 @@ async fn sessions_stand_in_for_the_token_only_from_this_origin() {
         replay(None, Some("same-origin")).await.unwrap().status(),
         202
     );
+    // A webhook is judged by its own credentials, never by the cookie.
+    let hook = c
+        .post(server.url("/hooks/ok"))
+        .bearer_auth("ok-token")
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .json(&json!({"n": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 202);
     // A bearer call is judged by its token alone, whatever the origin.
     let bearer = c
         .post(server.url(&format!("/api/v1/executions/{id}/replay")))

@@ -78,10 +78,15 @@ fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), HttpError>
         return Ok(());
     }
     let Some(secret) = &state.admin_token else {
-        return Err(HttpError::Unauthorized {
-            message: "the API is off: start hookflow with HOOKFLOW_ADMIN_TOKEN set".into(),
-            bearer: true,
-        });
+        return Err(api_off(true));
     };
     check_bearer(std::slice::from_ref(secret), headers)
+}
+
+/// The answer of every admin route, and of login, while the API is off.
+fn api_off(bearer: bool) -> HttpError {
+    HttpError::Unauthorized {
+        message: "the API is off: start hookflow with HOOKFLOW_ADMIN_TOKEN set".into(),
+        bearer,
+    }
 }

@@ -17,11 +17,13 @@ use crate::state::AppState;
 /// The document, rendered once.
 static DOCUMENT: OnceLock<String> = OnceLock::new();
 
-/// Every route, with its OpenAPI description.
+/// Every route, with its OpenAPI description. The API's routes refuse a
+/// cross-origin change made with the dashboard's cookie
+/// ([`crate::http::same_origin`]); webhooks, judged by their own
+/// credentials, do not pass through that check.
 pub fn routes() -> OpenApiRouter<Arc<AppState>> {
     use super::{events, executions, health, manage, run, session, stream, triggers, workflows};
-    OpenApiRouter::new()
-        .routes(routes!(crate::ingress::hook))
+    let api = OpenApiRouter::new()
         .routes(routes!(run::run))
         .routes(routes!(executions::executions))
         .routes(routes!(executions::execution))
@@ -43,6 +45,10 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(openapi))
+        .route_layer(axum::middleware::from_fn(crate::http::same_origin));
+    OpenApiRouter::new()
+        .routes(routes!(crate::ingress::hook))
+        .merge(api)
 }
 
 /// Completes the generated document (title, security schemes; the

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::api_off;
 use crate::http::{HttpError, SESSION_LIFETIME, set_cookie};
 use crate::state::AppState;
 
@@ -53,10 +54,7 @@ pub async fn login(
     let login: Login = serde_json::from_slice(&body)
         .map_err(|e| HttpError::BadRequest(format!("expected {{\"token\": \"...\"}}: {e}")))?;
     let Some(admin) = &state.admin_token else {
-        return Err(HttpError::Unauthorized {
-            message: "the API is off: start hookflow with HOOKFLOW_ADMIN_TOKEN set".into(),
-            bearer: false,
-        });
+        return Err(api_off(false));
     };
     if !admin.matches(login.token.trim().as_bytes()) {
         return Err(HttpError::Unauthorized {
@@ -69,10 +67,7 @@ pub async fn login(
         .start()
         .await
         .map_err(|_| HttpError::Unavailable("the session could not be stored; try again".into()))?
-        .ok_or_else(|| HttpError::Unauthorized {
-            message: "the API is off".into(),
-            bearer: false,
-        })?;
+        .ok_or_else(|| api_off(false))?;
     Ok((
         StatusCode::NO_CONTENT,
         [(SET_COOKIE, set_cookie(&headers, &cookie, SESSION_LIFETIME))],

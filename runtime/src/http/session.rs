@@ -213,22 +213,20 @@ fn from_this_origin(headers: &HeaderMap) -> bool {
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
-/// Middleware: an unsafe request (not GET, HEAD or OPTIONS) to the API that
-/// carries the session cookie and no `Authorization` header, or that logs
-/// in or out, is refused with 403 unless it comes from this origin.
-/// (Webhooks are judged by their own credentials, never by the cookie.)
+/// Middleware for the API's routes: an unsafe request (not GET, HEAD or
+/// OPTIONS) that carries the session cookie and no `Authorization` header,
+/// or that logs in or out, is refused with 403 unless it comes from this
+/// origin.
 pub async fn same_origin(request: Request, next: Next) -> Response {
     let headers = request.headers();
     let safe = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    let path = request.uri().path();
-    let by_cookie = path.starts_with("/api/")
-        && !headers.contains_key(axum::http::header::AUTHORIZATION)
-        && cookie_value(headers).is_some();
-    let session_route =
-        path == "/api/v1/session" && matches!(*request.method(), Method::POST | Method::DELETE);
+    let by_cookie =
+        !headers.contains_key(axum::http::header::AUTHORIZATION) && cookie_value(headers).is_some();
+    let session_route = request.uri().path() == "/api/v1/session"
+        && matches!(*request.method(), Method::POST | Method::DELETE);
     if !safe && (by_cookie || session_route) && !from_this_origin(headers) {
         return HttpError::Forbidden(
             "a request made with the session cookie must come from this origin's pages".into(),

@@ -286,20 +286,28 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// The executions of `ids` (newest first) that pass the filter, up to
-    /// the limit, and for a text search up to its budget.
+    /// The executions of `entries` (newest first: each id, with its record
+    /// when the walk reads the executions table itself) that pass the
+    /// filter, up to the limit, and for a text search up to its budget.
     fn gather(
         &self,
-        ids: impl Iterator<Item = Result<u128, redb::StorageError>>,
+        entries: impl Iterator<Item = Result<(u128, Option<Record>), redb::StorageError>>,
     ) -> Result<Listed, StoreError> {
         let mut out = Listed::default();
-        for (looked, id) in ids.enumerate() {
-            let id = id.map_err(read_err)?;
+        let mut last = None;
+        for (looked, entry) in entries.enumerate() {
+            let (id, record) = entry.map_err(read_err)?;
             if self.text.is_some() && looked >= TEXT_SEARCH_BUDGET {
+                out.stopped_at = last;
                 return Ok(out);
             }
-            let Some(record) = self.executions.get(id).map_err(read_err)? else {
-                continue;
+            last = Some(Uuid::from_u128(id));
+            let record = match record {
+                Some(record) => record,
+                None => match self.executions.get(id).map_err(read_err)? {
+                    Some(record) => record,
+                    None => continue,
+                },
             };
             let execution = decode(record.value())?;
             let holds_text = || -> Result<bool, StoreError> {
@@ -315,14 +323,13 @@ impl Walk<'_> {
                     return Ok(out);
                 }
             }
-            if self.text.is_some() {
-                out.stopped_at = Some(Uuid::from_u128(id));
-            }
         }
-        out.stopped_at = None;
         Ok(out)
     }
 }
+
+/// A stored execution record, as a walk reads it.
+type Record = redb::AccessGuard<'static, &'static [u8]>;
 
 impl ListFilter {
     /// The range of ids to walk, newest first: ids are UUID v7, so their
@@ -570,10 +577,10 @@ impl Store {
                 let range = index
                     .range((workflow.as_str(), ids.start)..(workflow.as_str(), ids.end))
                     .map_err(read_err)?;
-                walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value().1)))
+                walk.gather(range.rev().map(|e| e.map(|(k, _)| (k.value().1, None))))
             } else if statuses.is_empty() || walk.text.is_some() {
                 let range = walk.executions.range(ids).map_err(read_err)?;
-                walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value())))
+                walk.gather(range.rev().map(|e| e.map(|(k, v)| (k.value(), Some(v)))))
             } else {
                 // Each status from its index (finished ones from
                 // `BY_STATUS`; queued and running among the unfinished, a
@@ -586,7 +593,7 @@ impl Store {
                         .range((code, ids.start)..(code, ids.end))
                         .map_err(read_err)?;
                     found.extend(
-                        walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value().1)))?
+                        walk.gather(range.rev().map(|e| e.map(|(k, _)| (k.value().1, None))))?
                             .executions,
                     );
                 }
@@ -594,7 +601,7 @@ impl Store {
                     let unfinished = txn.open_table(UNFINISHED).map_err(read_err)?;
                     let range = unfinished.range(ids).map_err(read_err)?;
                     found.extend(
-                        walk.gather(range.rev().map(|e| e.map(|(k, _)| k.value())))?
+                        walk.gather(range.rev().map(|e| e.map(|(k, _)| (k.value(), None))))?
                             .executions,
                     );
                 }
